@@ -1,0 +1,106 @@
+"""Everything checked before an upstream call: body shape, auth, policy, limits.
+
+The request bodies are msgspec structs: Litestar decodes them (and serves their JSON schema in
+the OpenAPI document), unknown fields are kept in the raw bytes that are forwarded unchanged.
+Every refusal is a ``RequestRejected`` whose handler answers with Anthropic's error shape and
+counts ``claude_gateway_rejected_total{reason}``; nothing refused here reaches the upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+from gateway.errors import RequestRejected
+from gateway.security.limits import Lease
+
+if TYPE_CHECKING:
+    from litestar import Request
+
+    from gateway.security.auth import KeyAuthenticator
+    from gateway.security.limits import Limiter
+    from gateway.settings import Settings
+
+__all__ = ("Admission", "CountTokensRequest", "MessagesRequest", "admit", "authenticate", "check_policy")
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class InputMessage(msgspec.Struct, forbid_unknown_fields=False):
+    """One turn of ``messages``."""
+
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class MessagesRequest(msgspec.Struct, forbid_unknown_fields=False):
+    """The fields of a Messages API request the gateway checks; the rest pass through."""
+
+    model: NonEmpty
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1)]
+    stream: bool = False
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class CountTokensRequest(msgspec.Struct, forbid_unknown_fields=False):
+    """The fields of a count_tokens request the gateway checks."""
+
+    model: NonEmpty
+    messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1)]
+
+
+@dataclass(slots=True)
+class Admission:
+    """A request let in: who it is, and the concurrency slot it holds (if a stream)."""
+
+    key_id: str
+    lease: Lease | None = None
+
+    async def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        if self.lease is not None:
+            await self.lease.release()
+
+
+def authenticate(request: Request[Any, Any, Any], auth: KeyAuthenticator) -> str:
+    """Return the caller's key id, or refuse with 401."""
+    result = auth.authenticate(request.headers)
+    if not result.ok:
+        message = (
+            "x-api-key header is required" if result.reason == "missing" else "invalid x-api-key"
+        )
+        raise RequestRejected(401, message, reason="auth")
+    return result.key_id
+
+
+def check_policy(settings: Settings, model: str, max_tokens: int | None) -> None:
+    """Apply the operator's model allowlist and ``max_tokens`` cap."""
+    if settings.model_allowlist and model not in settings.model_allowlist:
+        raise RequestRejected(
+            400, f"model: {model!r} is not allowed by this gateway", reason="validation"
+        )
+    if max_tokens is not None and settings.max_tokens_cap and max_tokens > settings.max_tokens_cap:
+        raise RequestRejected(
+            400,
+            f"max_tokens: {max_tokens} > {settings.max_tokens_cap}, the largest this gateway allows",
+            reason="validation",
+        )
+
+
+async def admit(limiter: Limiter, key_id: str, *, stream: bool) -> Admission:
+    """Apply the rate limit, and for streams the concurrency caps; refuse with 429."""
+    outcome = await limiter.admit(key_id) if stream else await limiter.check_rate(key_id)
+    if outcome is None:
+        return Admission(key_id)
+    if isinstance(outcome, Lease):
+        return Admission(key_id, outcome)
+    what = "rate limit" if outcome.reason == "rate_limit" else "concurrent stream limit"
+    raise RequestRejected(
+        429, f"This gateway's {what} was reached; retry after {outcome.retry_after}s.",
+        reason=outcome.reason, retry_after=outcome.retry_after,
+    )

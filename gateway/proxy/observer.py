@@ -1,0 +1,178 @@
+"""Watch an Anthropic stream's bytes on their way to the client, without changing them.
+
+The hot path is the ``content_block_delta`` event, nearly every event of a stream. For a chunk
+made only of whole delta events (the common case: the upstream writes one event per chunk, LF
+line endings) the observer does two ``bytes.count`` calls and nothing else: no JSON, no event
+objects. Every other event (``message_start``, block starts and stops, ``message_delta``,
+``error``, ``ping``) is rare, and the chunk holding it goes through the full ``SSEDecoder`` and
+``json.loads``. A stream using CR line endings switches to the decoder for good, so the result
+is the same as decoding everything, whatever the chunk boundaries.
+
+Usage follows Anthropic: ``message_start`` carries the first figures and each ``message_delta``
+carries cumulative ones that replace them. A stream cut before any ``message_delta`` counts its
+relayed deltas as output tokens, a lower bound rather than nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.proxy.sse import SSEDecoder, ServerSentEvent
+
+__all__ = ("StreamObserver", "ToolBlock", "Usage")
+
+_DELTA_LINE = b"\nevent: content_block_delta\n"
+_DELTA_HEAD = b"event: content_block_delta\n"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage as Anthropic reports it (cumulative)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+
+    def update(self, raw: dict[str, Any]) -> None:
+        """Overwrite the fields present in an Anthropic ``usage`` object."""
+        if (v := raw.get("input_tokens")) is not None:
+            self.input_tokens = int(v)
+        if (v := raw.get("output_tokens")) is not None:
+            self.output_tokens = int(v)
+        if (v := raw.get("cache_read_input_tokens")) is not None:
+            self.cache_read_tokens = int(v)
+        if (v := raw.get("cache_creation_input_tokens")) is not None:
+            self.cache_write_tokens = int(v)
+        creation = raw.get("cache_creation")
+        if isinstance(creation, dict) and (v := creation.get("ephemeral_1h_input_tokens")) is not None:
+            self.cache_write_1h_tokens = int(v)
+
+
+@dataclass(slots=True)
+class ToolBlock:
+    """A ``tool_use`` block seen in the stream (the ``generate`` phase of a tool)."""
+
+    index: int
+    tool_id: str
+    name: str
+    started: float
+    stopped: float | None = None
+
+
+@dataclass(slots=True)
+class StreamObserver:
+    """Accumulates what a stream says, fed with the relayed bytes."""
+
+    message_id: str = ""
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    saw_message_delta: bool = False
+    stop_reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    completed: bool = False
+    deltas: int = 0
+    events: int = 0
+    first_delta_at: float | None = None
+    tools: list[ToolBlock] = field(default_factory=list)
+    _tail: bytes = b""
+    _decoder: SSEDecoder | None = None
+
+    @property
+    def at_boundary(self) -> bool:
+        """True between events, where a keepalive comment may be written."""
+        return not self._tail if self._decoder is None else self._decoder.idle
+
+    def feed(self, chunk: bytes) -> None:
+        """Observe one chunk of the upstream's bytes."""
+        if self._decoder is not None or b"\r" in chunk:
+            self._slow(chunk)
+            return
+        data = self._tail + chunk if self._tail else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._tail = data
+            return
+        end += 2
+        whole = data if end == len(data) else data[:end]
+        self._tail = data[end:]
+        blocks = whole.count(b"\n\n")
+        deltas = whole.count(_DELTA_LINE) + whole.startswith(_DELTA_HEAD)
+        if deltas == blocks:
+            if deltas:
+                self.events += deltas
+                self.deltas += deltas
+                if self.first_delta_at is None:
+                    self.first_delta_at = time.perf_counter()
+            return
+        self._handle(SSEDecoder().feed(whole))
+
+    def _slow(self, chunk: bytes) -> None:
+        if self._decoder is None:
+            self._decoder = SSEDecoder()
+            chunk, self._tail = self._tail + chunk, b""
+        self._handle(self._decoder.feed(chunk))
+
+    def _handle(self, events: list[ServerSentEvent]) -> None:
+        for ev in events:
+            self.events += 1
+            name = ev.event
+            if name == "content_block_delta":
+                self.deltas += 1
+                if self.first_delta_at is None:
+                    self.first_delta_at = time.perf_counter()
+                continue
+            if name == "ping":
+                continue
+            try:
+                payload = json.loads(ev.data)
+            except ValueError:
+                continue
+            if isinstance(payload, dict):
+                self._rare(name, payload)
+
+    def _rare(self, name: str, payload: dict[str, Any]) -> None:
+        if name == "message_start":
+            message = payload.get("message") or {}
+            self.message_id = str(message.get("id", ""))
+            self.model = str(message.get("model", ""))
+            self.usage.update(message.get("usage") or {})
+        elif name == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") in {"tool_use", "server_tool_use"}:
+                self.tools.append(
+                    ToolBlock(
+                        int(payload.get("index", -1)),
+                        str(block.get("id", "")),
+                        str(block.get("name", "")),
+                        time.perf_counter(),
+                    )
+                )
+        elif name == "content_block_stop":
+            index = payload.get("index")
+            for tool in self.tools:
+                if tool.index == index and tool.stopped is None:
+                    tool.stopped = time.perf_counter()
+        elif name == "message_delta":
+            self.saw_message_delta = True
+            self.usage.update(payload.get("usage") or {})
+            reason = (payload.get("delta") or {}).get("stop_reason")
+            if reason:
+                self.stop_reason = str(reason)
+        elif name == "message_stop":
+            self.completed = True
+        elif name == "error":
+            error = payload.get("error") or {}
+            self.error_type = str(error.get("type", "api_error"))
+            self.error_message = str(error.get("message", ""))
+
+    def final_usage(self) -> Usage:
+        """Usage to bill: the reported figures, or a lower bound for a stream cut short."""
+        if not self.saw_message_delta and self.deltas > self.usage.output_tokens:
+            self.usage.output_tokens = self.deltas
+        return self.usage

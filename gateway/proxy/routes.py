@@ -1,0 +1,212 @@
+"""The Anthropic-compatible routes: ``/v1/messages`` (stream and not), count_tokens, models.
+
+A streaming request is checked (auth guard, body, policy, limits), sent upstream with retries,
+and once the upstream answered 2xx the handler returns a ``StreamRelay``: a raw ASGI app that
+writes the upstream's bytes unchanged. Errors before that point are ``GatewayError``\\s, turned
+into Anthropic-shaped JSON by the handlers in ``app.py``; after it, into ``event: error``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+
+from litestar import Request, get, post
+from litestar.response.base import ASGIResponse
+
+from gateway.errors import GatewayError
+from gateway.proxy.guard import (
+    CountTokensRequest,
+    MessagesRequest,
+    admit,
+    authenticate,
+    check_policy,
+)
+from gateway.proxy.relay import StreamRelay
+from gateway.proxy.upstream import forward_headers, response_headers
+from gateway.state import GatewayState, state_of
+from gateway.telemetry.metrics import ROUTE_MESSAGES
+from gateway.telemetry.stream import outcome_for_error
+from gateway.telemetry.tool_latency import extract_tool_result_ids
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers import BaseRouteHandler
+    from litestar.types import ASGIApp
+
+__all__ = ("auth_guard", "proxy_routes", "request_id_of")
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str:
+    """The gateway's id for this request: the client's (or nginx's) ``x-request-id``, or a new one."""
+    rid = request.scope.get("state", {}).get("request_id")
+    if rid is None:
+        incoming = request.headers.get("x-request-id", "")
+        rid = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        request.scope.setdefault("state", {})["request_id"] = rid
+    return str(rid)
+
+
+async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Litestar guard: authenticate before the body is even read."""
+    state: GatewayState = connection.app.state.gateway
+    connection.scope.setdefault("state", {})["received"] = time.perf_counter()
+    connection.scope["state"]["key_id"] = authenticate(connection, state.auth)  # type: ignore[arg-type]
+
+
+def _key_id(request: Request[Any, Any, Any]) -> str:
+    return str(request.scope["state"]["key_id"])
+
+
+async def _observe_client_tools(state: GatewayState, body: bytes) -> None:
+    """Time the client's tool runs: a ``tool_result`` here answers a ``tool_use`` we relayed."""
+    metrics = state.telemetry.metrics
+    if metrics is None:
+        return
+    ids = extract_tool_result_ids(body)
+    if not ids:
+        return
+    try:
+        now = time.time()
+        for name, started in await state.telemetry.correlation.take_many(ids):
+            metrics.tool_calls.labels(name, "client").inc()
+            metrics.tool_duration.labels(name, "client").observe(max(now - started, 0.0))
+    except Exception:  # noqa: BLE001 - telemetry never fails a request
+        metrics.telemetry_errors.labels("tool_correlation").inc()
+
+
+@post("/v1/messages", guards=[auth_guard], status_code=200, summary="Create a Message (stream or not)")
+async def create_message(request: Request[Any, Any, Any], data: MessagesRequest) -> ASGIApp:
+    """Anthropic Messages API; streams are relayed byte for byte."""
+    state = state_of(request)
+    received = request.scope["state"]["received"]
+    check_policy(state.settings, data.model, data.max_tokens)
+    if data.stream and state.hub.draining:
+        raise _draining()
+    body = await request.body()
+    admission = await admit(state.limiter, _key_id(request), stream=data.stream)
+    record = state.telemetry.begin(
+        ROUTE_MESSAGES, data.model, stream=data.stream, max_tokens=data.max_tokens, received=received
+    )
+    rid = request_id_of(request)
+    try:
+        await _observe_client_tools(state, body)
+        headers = forward_headers(request.headers, simulated=state.simulated)
+        headers["x-request-id"] = rid
+        if data.stream:
+            headers["accept-encoding"] = "identity"
+        record.upstream_sent = time.perf_counter()
+        resp = await state.upstream.send(
+            "POST", "/v1/messages", headers=headers, body=body,
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            trace_context=record.span_context(),
+        )
+    except GatewayError as exc:
+        await admission.release()
+        record.status = exc.status
+        await record.finish(outcome_for_error(exc.type), exc.type)
+        raise
+    except BaseException:
+        await admission.release()
+        await record.finish("gateway_error", "internal")
+        raise
+    record.status = resp.status
+    record.request_id = resp.headers.get("request-id", "")
+    extra = [(b"x-request-id", rid.encode())]
+    if data.stream and resp.content_type == "text/event-stream":
+        return _Released(StreamRelay(resp, record, state.hub, extra), admission.release)
+    try:
+        payload = await resp.read()
+    finally:
+        resp.release()
+        await admission.release()
+    _observe_message(record.observer, payload)
+    await record.finish("ok")
+    return ASGIResponse(
+        body=payload, status_code=resp.status, media_type=resp.headers.get("content-type", "application/json"),
+        encoded_headers=[*response_headers(resp.headers), *extra],
+    )
+
+
+class _Released:
+    """Run an ASGI app, then release the stream's concurrency slot, whatever happened."""
+
+    __slots__ = ("_app", "_release")
+
+    def __init__(self, app: ASGIApp, release: Any) -> None:  # noqa: ANN401 - an async callable
+        self._app = app
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            await self._release()
+
+
+def _observe_message(observer: Any, payload: bytes) -> None:  # noqa: ANN401 - a StreamObserver
+    """Take usage, stop reason and tool blocks from a non-streaming reply (one parse per reply)."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return
+    if not isinstance(message, dict):
+        return
+    observer.message_id = str(message.get("id", ""))
+    observer.model = str(message.get("model", ""))
+    observer.usage.update(message.get("usage") or {})
+    observer.saw_message_delta = True
+    observer.stop_reason = message.get("stop_reason")
+    observer.completed = True
+
+
+def _draining() -> GatewayError:
+    from gateway.errors import RequestRejected  # noqa: PLC0415 - keeps the import list short
+
+    return RequestRejected(503, "The gateway is shutting down; retry on another instance.", reason="draining")
+
+
+async def _pass_through(request: Request[Any, Any, Any], method: str, path: str, body: bytes | None) -> ASGIApp:
+    state = state_of(request)
+    await admit(state.limiter, _key_id(request), stream=False)
+    rid = request_id_of(request)
+    headers = forward_headers(request.headers, simulated=state.simulated)
+    headers["x-request-id"] = rid
+    resp = await state.upstream.send(
+        method, path, headers=headers, body=body,
+        query=request.scope.get("query_string", b"").decode("latin-1"),
+    )
+    try:
+        payload = await resp.read()
+    finally:
+        resp.release()
+    return ASGIResponse(
+        body=payload, status_code=resp.status,
+        media_type=resp.headers.get("content-type", "application/json"),
+        encoded_headers=[*response_headers(resp.headers), (b"x-request-id", rid.encode())],
+    )
+
+
+@post("/v1/messages/count_tokens", guards=[auth_guard], status_code=200, summary="Count tokens")
+async def count_tokens(request: Request[Any, Any, Any], data: CountTokensRequest) -> ASGIApp:
+    """Anthropic count_tokens, passed through."""
+    check_policy(state_of(request).settings, data.model, None)
+    return await _pass_through(request, "POST", "/v1/messages/count_tokens", await request.body())
+
+
+@get("/v1/models", guards=[auth_guard], summary="List models")
+async def list_models(request: Request[Any, Any, Any]) -> ASGIApp:
+    """Anthropic models list, passed through."""
+    return await _pass_through(request, "GET", "/v1/models", None)
+
+
+@get("/v1/models/{model_id:str}", guards=[auth_guard], summary="Get a model")
+async def get_model(request: Request[Any, Any, Any], model_id: str) -> ASGIApp:
+    """One Anthropic model, passed through."""
+    return await _pass_through(request, "GET", f"/v1/models/{quote(model_id, safe='')}", None)
+
+
+proxy_routes = [create_message, count_tokens, list_models, get_model]

@@ -1,0 +1,180 @@
+"""The upstream client: aiohttp to Anthropic (or the simulator), with retries before the first byte.
+
+Why aiohttp and not httpx: its response parser is C (llhttp), and the relay reads one chunk per
+event, so the client's per-chunk cost is most of the gateway's per-event cost. httpx's pure
+Python HTTP/1.1 parser costs several times more per chunk.
+
+Retries: 429, 500, 502, 503, 504, 529 and connection errors are retried *before anything was
+sent to the client*, with exponential backoff that honours ``retry-after``/``retry-after-ms``,
+bounded by a number of tries and a total wait (both settings). A ``retry-after`` longer than the
+remaining budget is not waited out: the upstream's reply goes back to the client, which has its
+own retry logic. aiohttp's errors are mapped to the gateway's tree here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+from opentelemetry.propagate import inject
+
+from gateway.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from gateway.settings import Settings
+    from gateway.telemetry.metrics import GatewayMetrics
+
+__all__ = ("RESPONSE_HEADERS", "Upstream", "forward_headers")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+
+#: Request headers passed on to the upstream (plus any ``anthropic-*``).
+_FORWARD = frozenset({"content-type", "accept", "user-agent", "x-request-id"})
+#: Response headers passed back to the client (plus any ``anthropic-ratelimit-*``).
+RESPONSE_HEADERS = frozenset(
+    {"request-id", "retry-after", "retry-after-ms", "x-should-retry", "anthropic-organization-id"}
+)
+
+
+def forward_headers(client: Mapping[str, str], *, simulated: bool) -> dict[str, str]:
+    """Pick the client's headers the upstream should see. Client credentials never pass."""
+    out: dict[str, str] = {}
+    for name, value in client.items():
+        key = name.lower()
+        if key in _FORWARD or key.startswith("anthropic-") or (simulated and key.startswith("x-simulator-")):
+            out[key] = value
+    out.setdefault("anthropic-version", "2023-06-01")
+    return out
+
+
+def response_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers a client must get back, as raw ASGI pairs."""
+    out = []
+    for name, value in headers.items():
+        key = name.lower()
+        if key in RESPONSE_HEADERS or key.startswith(("anthropic-ratelimit-", "anthropic-priority-")):
+            out.append((key.encode("latin-1"), value.encode("latin-1")))
+    return out
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            return None
+    return None
+
+
+class Upstream:
+    """Sends requests to the upstream Messages API.
+
+    Args:
+        session: The shared aiohttp session, owned by the app lifespan.
+        base_url: Anthropic's base URL, or the embedded simulator's.
+        api_key: The gateway's own key; sent as ``x-api-key``.
+        settings: Timeouts and retry bounds.
+        metrics: Where upstream statuses and retries are counted (None: telemetry off).
+    """
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, api_key: str, settings: Settings,
+        metrics: GatewayMetrics | None,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._key = api_key
+        self._settings = settings
+        self._metrics = metrics
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=settings.connect_timeout, sock_read=settings.upstream_idle_timeout
+        )
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go."""
+        return self._base
+
+    async def send(
+        self, method: str, path: str, *, headers: Mapping[str, str], body: bytes | None = None,
+        query: str = "", trace_context: object | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send a request, retrying what may be retried; return a 2xx response, unread.
+
+        The caller owns the response and must ``release()`` it (the relay does, in ``finally``).
+
+        Raises:
+            UpstreamStatusError: A non-2xx reply that is not (or no longer) retried.
+            UpstreamConnectError: No connection after the retries.
+            UpstreamTimeout: The connection or the first bytes took too long.
+        """
+        url = f"{self._base}{path}" + (f"?{query}" if query else "")
+        out = dict(headers)
+        out["x-api-key"] = self._key
+        if trace_context is not None:
+            inject(out, context=trace_context)  # type: ignore[arg-type]
+        deadline = time.monotonic() + self._settings.upstream_retry_max_wait
+        attempt = 0
+        while True:
+            try:
+                resp = await self._session.request(
+                    method, url, data=body, headers=out, timeout=self._timeout,
+                    auto_decompress=True, allow_redirects=False,
+                )
+            except (aiohttp.ClientConnectionError, OSError) as exc:
+                if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+                    failure: Exception = UpstreamTimeout("upstream did not answer in time")
+                else:
+                    failure = UpstreamConnectError("could not connect to the upstream")
+                wait = self._backoff(attempt, None, deadline)
+                if wait is None:
+                    raise failure from exc
+                self._count_retry("connect_error")
+            else:
+                self._count_status(resp.status)
+                if resp.status < 300:
+                    return resp
+                wait = (
+                    self._backoff(attempt, _retry_after(resp.headers), deadline)
+                    if resp.status in RETRY_STATUSES
+                    else None
+                )
+                if wait is None:
+                    try:
+                        payload = await resp.read()
+                    finally:
+                        resp.release()
+                    raise UpstreamStatusError(resp.status, payload, response_headers(resp.headers))
+                resp.release()
+                self._count_retry(str(resp.status))
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    def _backoff(self, attempt: int, retry_after: float | None, deadline: float) -> float | None:
+        """Seconds to wait before the next try, or None when no try is left."""
+        if attempt >= self._settings.upstream_max_retries:
+            return None
+        wait = retry_after if retry_after is not None else min(0.5 * 2**attempt, 8.0) * random.uniform(0.75, 1.0)  # noqa: S311
+        if time.monotonic() + wait > deadline:
+            return None
+        return wait
+
+    def _count_status(self, status: int) -> None:
+        if self._metrics is not None:
+            self._metrics.upstream_responses.labels(str(status)).inc()
+
+    def _count_retry(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.upstream_retries.labels(reason).inc()

@@ -1,0 +1,247 @@
+"""Per-stream telemetry: one record per upstream call, finished once, never per event.
+
+A ``StreamRecord`` takes timestamps at four points (request received, upstream request sent,
+first delta received, first delta written) and, in ``finish``, turns them and the observer's
+figures into the ``chat {model}`` span, the Prometheus samples and the ``stream.completed`` log
+line. Everything in ``finish`` is guarded: an exception inside telemetry is counted in
+``claude_gateway_telemetry_errors_total`` and logged, and the stream is unaffected.
+
+Definitions (``PRODUCT.md``): TTFT runs from request received to first content delta written;
+overhead is (upstream request sent − received) + (first delta written − first delta received).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from gateway.proxy.observer import StreamObserver
+from gateway.telemetry.logs import get_logger
+from gateway.telemetry.metrics import multiprocess_enabled
+from gateway.telemetry.models import normalize_model
+from gateway.telemetry.pricing import Usage as PricedUsage
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
+    from gateway.telemetry.metrics import GatewayMetrics
+    from gateway.telemetry.pricing import PriceTable
+    from gateway.telemetry.tool_latency import ToolCorrelation
+
+__all__ = ("StreamRecord", "Telemetry")
+
+log = get_logger("gateway.stream")
+
+_OUTCOME_BY_ERROR = {
+    "rate_limit_error": "rate_limited",
+    "overloaded_error": "overloaded",
+    "timeout_error": "timeout",
+    "timeout": "timeout",
+    "invalid_request_error": "bad_request",
+    "request_too_large": "bad_request",
+    "not_found_error": "bad_request",
+    "authentication_error": "unauthorized",
+    "permission_error": "unauthorized",
+}
+
+
+def outcome_for_error(error_type: str) -> str:
+    """Map an Anthropic or gateway error type to a contract ``outcome``."""
+    return _OUTCOME_BY_ERROR.get(error_type, "upstream_error")
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """App-wide telemetry handles, built by the lifespan. ``metrics`` is None when disabled."""
+
+    metrics: GatewayMetrics | None
+    tracer: Tracer | None
+    prices: PriceTable
+    correlation: ToolCorrelation
+    capture_content: bool = False
+
+    def begin(
+        self, route: str, model: str, *, stream: bool, max_tokens: int | None, received: float,
+        stream_id: str | None = None,
+    ) -> StreamRecord:
+        """Start the record of one upstream call; ``received`` is a ``perf_counter`` time."""
+        label = normalize_model(model, self.prices.known_models) if self.metrics is not None else "other"
+        record = StreamRecord(self, route, model, label, stream, received)
+        if self.tracer is not None:
+            attrs: dict[str, Any] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.request.model": model,
+                "gen_ai.request.stream": stream,
+                "gateway.route": route,
+            }
+            if max_tokens is not None:
+                attrs["gen_ai.request.max_tokens"] = max_tokens
+            if stream_id:
+                attrs["gateway.stream_id"] = stream_id
+            record.span = self.tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attrs)
+        return record
+
+
+class StreamRecord:
+    """Timestamps and observations of one upstream call; see the module docstring."""
+
+    __slots__ = (
+        "_epoch_offset", "disconnect_phase", "first_written", "label", "model", "observer", "request_id",
+        "route", "span", "status", "stream", "telemetry", "received", "upstream_sent",
+    )
+
+    def __init__(
+        self, telemetry: Telemetry, route: str, model: str, label: str, stream: bool, received: float
+    ) -> None:
+        self.telemetry = telemetry
+        self.route = route
+        self.model = model
+        self.label = label
+        self.stream = stream
+        self.received = received
+        self.upstream_sent: float | None = None
+        self.first_written: float | None = None
+        self.observer = StreamObserver()
+        self.span: Span | None = None
+        self.request_id = ""
+        self.status = 0
+        self.disconnect_phase: str | None = None
+        self._epoch_offset = time.time_ns() - int(time.perf_counter() * 1e9)
+
+    def span_context(self) -> Any:  # noqa: ANN401 - an OTel Context
+        """The context to propagate upstream (``traceparent``), or None."""
+        return trace.set_span_in_context(self.span) if self.span is not None else None
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from request received to first delta written, if any was."""
+        return None if self.first_written is None else self.first_written - self.received
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the agent's ``usage`` and ``done`` events."""
+        usage = self.observer.final_usage()
+        return {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "cost_usd": round(self._cost(), 6),
+        }
+
+    def _cost(self) -> float:
+        u = self.observer.final_usage()
+        priced = PricedUsage(
+            input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+            cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
+            cache_write_1h_tokens=u.cache_write_1h_tokens,
+        )
+        return self.telemetry.prices.cost_usd(self.observer.model or self.model, priced)
+
+    async def finish(self, outcome: str, error_type: str | None = None) -> None:
+        """Record the stream once: span, metrics, log line, tool correlation. Never raises."""
+        tel = self.telemetry
+        if tel.metrics is None:
+            return
+        try:
+            await self._finish(tel, tel.metrics, outcome, error_type)
+        except Exception as exc:  # noqa: BLE001 - telemetry must never fail a stream
+            tel.metrics.telemetry_errors.labels("stream").inc()
+            log.warning("telemetry.failed", error=type(exc).__name__)
+
+    async def _finish(
+        self, tel: Telemetry, m: GatewayMetrics, outcome: str, error_type: str | None
+    ) -> None:
+        now = time.perf_counter()
+        obs = self.observer
+        usage = obs.final_usage()
+        cost = self._cost()
+        label, route = self.label, self.route
+        trace_id = span_id = ""
+        exemplar: dict[str, str] | None = None
+        if self.span is not None:
+            ctx = self.span.get_span_context()
+            trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+            if ctx.trace_flags.sampled and not multiprocess_enabled():
+                exemplar = {"trace_id": trace_id}
+        ttft = self.ttft
+        if ttft is not None:
+            m.ttft.labels(route, label).observe(ttft, exemplar)
+            if self.upstream_sent is not None and obs.first_delta_at is not None:
+                m.upstream_ttft.labels(label).observe(obs.first_delta_at - self.upstream_sent, exemplar)
+                overhead = (self.upstream_sent - self.received) + (self.first_written or now) - obs.first_delta_at
+                m.overhead.labels(route).observe(max(overhead, 0.0), exemplar)
+            if usage.output_tokens > 1 and self.first_written is not None:
+                m.tpot.labels(label).observe((now - self.first_written) / (usage.output_tokens - 1))
+        m.duration.labels(route, label, outcome).observe(now - self.received, exemplar)
+        m.requests.labels(route, outcome).inc()
+        m.count_tokens(label, (
+            ("input", usage.input_tokens), ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens), ("cache_write", usage.cache_write_tokens),
+        ))
+        if cost:
+            m.cost.labels(label).inc(cost)
+        if error_type:
+            m.stream_errors.labels(route, error_type).inc()
+        if self.disconnect_phase:
+            m.client_disconnects.labels(route, self.disconnect_phase).inc()
+        tools = []
+        for tool in obs.tools:
+            tools.append(tool.name)
+            m.tool_calls.labels(tool.name, "generate").inc()
+            if tool.stopped is not None:
+                m.tool_duration.labels(tool.name, "generate").observe(tool.stopped - tool.started)
+                await tel.correlation.remember(tool.tool_id, tool.name, time.time())
+        if self.span is not None:
+            self._end_span(self.span, outcome, error_type, usage, now)
+        log.info(
+            "stream.completed", route=route, model=self.model, outcome=outcome,
+            ttft_ms=None if ttft is None else round(ttft * 1000, 2),
+            duration_ms=round((now - self.received) * 1000, 2),
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+            cost_usd=round(cost, 6), stop_reason=obs.stop_reason, tool_calls=tools,
+            error_type=error_type, disconnect_phase=self.disconnect_phase, status=self.status,
+            events=obs.events, trace_id=trace_id or None, span_id=span_id or None,
+            request_id=self.request_id or None, response_id=obs.message_id or None,
+        )
+
+    def _ns(self, perf: float) -> int:
+        return self._epoch_offset + int(perf * 1e9)
+
+    def _end_span(self, span: Span, outcome: str, error_type: str | None, usage: Any, now: float) -> None:  # noqa: ANN401
+        obs = self.observer
+        attrs: dict[str, Any] = {
+            "gen_ai.response.id": obs.message_id,
+            "gen_ai.response.model": obs.model or self.model,
+            "gen_ai.usage.input_tokens": usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
+            "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
+            "gateway.outcome": outcome,
+            "gateway.events": obs.events,
+        }
+        if obs.stop_reason:
+            attrs["gen_ai.response.finish_reasons"] = [obs.stop_reason]
+        if self.status:
+            attrs["http.response.status_code"] = self.status
+        if self.request_id:
+            attrs["gen_ai.response.request_id"] = self.request_id
+        if obs.first_delta_at is not None and self.upstream_sent is not None:
+            attrs["gen_ai.response.time_to_first_chunk"] = obs.first_delta_at - self.upstream_sent
+            span.add_event("gen_ai.first_token", timestamp=self._ns(obs.first_delta_at))
+        for tool in obs.tools:
+            span.add_event(
+                "gen_ai.tool_use",
+                {"gen_ai.tool.name": tool.name, "gen_ai.tool.call.id": tool.tool_id},
+                timestamp=self._ns(tool.started),
+            )
+        span.set_attributes(attrs)
+        if outcome not in {"ok", "client_disconnect"}:
+            span.set_attribute("error.type", error_type or outcome)
+            span.set_status(Status(StatusCode.ERROR, error_type or outcome))
+        span.end(end_time=self._ns(now))
