@@ -176,6 +176,7 @@ export function renderWaterfall(container, trace, { matched = true } = {}) {
       // A marker close to the previous one puts its label on the other side (no overlap).
       if ((t - prevT) / total < 0.2 && !(track.lastChild?.dataset.flip === 'true')) m.dataset.flip = 'true';
       prevT = t;
+      if (t / total > 0.75) m.dataset.align = 'end'; // keep the label inside the track
       m.dataset.event = e.name;
       m.style.left = pct(t);
       m.title = `${e.name} at ${formatMs(t)}`;
