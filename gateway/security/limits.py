@@ -235,7 +235,7 @@ class RedisLimits:
         self._refresh = client.register_script(_REFRESH)
         self._rate = client.register_script(_RATE)
         self._release = client.register_script(_RELEASE)
-        self._live: dict[str, str | None] = {}  # lease id -> per-key set, or None
+        self._live: dict[str, tuple[str, bool]] = {}  # lease id -> (key id, per-key set used)
         self._task: asyncio.Task[None] | None = None
 
     async def hit(self, key_id: str, limit: int, window: float) -> float:
@@ -254,7 +254,7 @@ class RedisLimits:
         full = await self._acquire(keys=keys, args=[lease_id, self._ttl_ms, total, per_key])
         if full:
             return full.decode() if isinstance(full, bytes) else str(full)
-        self._live[lease_id] = keys[1] if per_key else None
+        self._live[lease_id] = (key_id, bool(per_key))
         if self._heartbeat and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._beat(self._heartbeat))
         return ""
@@ -270,7 +270,9 @@ class RedisLimits:
         if not self._live:
             return
         ids = list(self._live)
-        keys = [self._global] + [self._live[i] or self._global for i in ids]
+        keys = [self._global]
+        for key_id, per_key in self._live.values():
+            keys.append(self._key_prefix + key_id if per_key else self._global)
         await self._refresh(keys=keys, args=[self._ttl_ms, *ids])
 
     async def _beat(self, every: float) -> None:
@@ -289,9 +291,8 @@ class RedisLimits:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(*_ERRORS):
-            for lease_id, key in list(self._live.items()):
-                await self.release(key.removeprefix(self._key_prefix) if key else "", lease_id,
-                                   per_key=key is not None)
+            for lease_id, (key_id, per_key) in list(self._live.items()):
+                await self.release(key_id, lease_id, per_key)
         if self._owns:
             await self._client.aclose()
 

@@ -161,6 +161,7 @@ async def test_redis_heartbeat_keeps_leases_alive(redis: Redis) -> None:
     assert isinstance(lease, Lease)
     await asyncio.sleep(0.6)
     assert isinstance(await other.admit("b"), Rejection)
+    assert await redis.zcard(f"{p}{{limits}}:streams:a") == 1  # the per-key set is kept alive too
     await holder.close()  # drops the leases it still holds
     assert isinstance(await other.admit("b"), Lease)
 
