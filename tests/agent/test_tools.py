@@ -23,7 +23,7 @@ async def double(tool_input: dict[str, Any]) -> dict[str, Any]:
 
 
 async def echo_text(tool_input: dict[str, Any]) -> str:
-    return "x" * tool_input["n"]
+    return "x" * int(tool_input["n"])
 
 
 async def slow(tool_input: dict[str, Any]) -> str:
