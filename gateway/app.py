@@ -130,7 +130,7 @@ def create_app(
             capture_content=settings.capture_content,
         )
         upstream = Upstream(session, base_url, api_key, settings, metrics)
-        hub = RelayHub(settings)
+        hub = RelayHub(settings, metrics)
         state = GatewayState(
             settings=settings, version=ver, registry=registry, upstream=upstream,
             telemetry=telemetry, hub=hub, auth=KeyAuthenticator(settings.api_key_hashes),

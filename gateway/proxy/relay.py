@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
@@ -35,9 +35,10 @@ if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
 
     from gateway.settings import Settings
+    from gateway.telemetry.metrics import GatewayMetrics
     from gateway.telemetry.stream import StreamRecord
 
-__all__ = ("KEEPALIVE", "RelayHub", "StreamRelay")
+__all__ = ("KEEPALIVE", "Abortable", "RelayHub", "StreamRelay", "receive_disconnect")
 
 KEEPALIVE = b": keepalive\n\n"
 _BASE_HEADERS = [
@@ -47,17 +48,39 @@ _BASE_HEADERS = [
 ]
 
 
+class Abortable(Protocol):
+    """A live stream that a drain can end (a relay, or an agent run)."""
+
+    def abort(self, reason: str) -> None:
+        """End the stream with a retryable terminal event."""
+
+
 class RelayHub:
-    """The live relays of this process, so shutdown can reach them.
+    """The live streams of this process, so shutdown can reach them and the gauge counts them.
 
     Args:
         settings: Keepalive, send timeout and drain figures.
+        metrics: Where ``claude_gateway_active_streams`` lives (None: telemetry off).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: GatewayMetrics | None) -> None:
         self.settings = settings
-        self.live: set[StreamRelay] = set()
+        self.metrics = metrics
+        self.live: set[Abortable] = set()
         self.draining = False
+
+    def add(self, stream: Abortable, route: str) -> None:
+        """Count a stream as live."""
+        self.live.add(stream)
+        if self.metrics is not None:
+            self.metrics.active_streams.labels(route).inc()
+
+    def discard(self, stream: Abortable, route: str) -> None:
+        """Count a stream as ended (idempotent)."""
+        if stream in self.live:
+            self.live.remove(stream)
+            if self.metrics is not None:
+                self.metrics.active_streams.labels(route).dec()
 
     def abort_all(self, reason: str) -> None:
         """End every live stream with a retryable error (used when the drain time is up)."""
@@ -107,7 +130,7 @@ class StreamRelay:
         pump = self._pump_task = loop.create_task(self._pump(send))
         listener = loop.create_task(receive_disconnect(receive))
         watchdog = loop.create_task(self._watchdog(send))
-        self._hub.live.add(self)
+        self._hub.add(self, record.route)
         outcome, error_type = "gateway_error", "internal"
         try:
             await asyncio.wait((pump, listener, watchdog), return_when=asyncio.FIRST_COMPLETED)
@@ -121,7 +144,7 @@ class StreamRelay:
                 await self._terminate(send, "overloaded_error", "The gateway is restarting; retry the request.")
                 outcome, error_type = "gateway_error", self._abort_reason
         finally:
-            self._hub.live.discard(self)
+            self._hub.discard(self, record.route)
             for task in (pump, listener, watchdog):
                 task.cancel()
             await asyncio.gather(pump, listener, watchdog, return_exceptions=True)

@@ -66,11 +66,16 @@ class Telemetry:
 
     def begin(
         self, route: str, model: str, *, stream: bool, max_tokens: int | None, received: float,
-        stream_id: str | None = None,
+        stream_id: str | None = None, agent_turn: bool = False,
     ) -> StreamRecord:
-        """Start the record of one upstream call; ``received`` is a ``perf_counter`` time."""
+        """Start the record of one upstream call; ``received`` is a ``perf_counter`` time.
+
+        An ``agent_turn`` record counts the call (tokens, cost, upstream TTFT, generate phase,
+        span) but not the request: the agent stream records those once, for all its turns.
+        """
         label = normalize_model(model, self.prices.known_models) if self.metrics is not None else "other"
         record = StreamRecord(self, route, model, label, stream, received)
+        record.agent_turn = agent_turn
         if self.tracer is not None:
             attrs: dict[str, Any] = {
                 "gen_ai.operation.name": "chat",
@@ -91,7 +96,7 @@ class StreamRecord:
     """Timestamps and observations of one upstream call; see the module docstring."""
 
     __slots__ = (
-        "_epoch_offset", "disconnect_phase", "first_written", "label", "model", "observer", "request_id",
+        "_epoch_offset", "agent_turn", "disconnect_phase", "first_written", "label", "model", "observer", "request_id",
         "route", "span", "status", "stream", "telemetry", "received", "upstream_sent",
     )
 
@@ -111,6 +116,7 @@ class StreamRecord:
         self.request_id = ""
         self.status = 0
         self.disconnect_phase: str | None = None
+        self.agent_turn = False
         self._epoch_offset = time.time_ns() - int(time.perf_counter() * 1e9)
 
     def span_context(self) -> Any:  # noqa: ANN401 - an OTel Context
@@ -169,16 +175,18 @@ class StreamRecord:
             if ctx.trace_flags.sampled and not multiprocess_enabled():
                 exemplar = {"trace_id": trace_id}
         ttft = self.ttft
-        if ttft is not None:
+        if obs.first_delta_at is not None and self.upstream_sent is not None:
+            m.upstream_ttft.labels(label).observe(obs.first_delta_at - self.upstream_sent, exemplar)
+        if ttft is not None and not self.agent_turn:
             m.ttft.labels(route, label).observe(ttft, exemplar)
             if self.upstream_sent is not None and obs.first_delta_at is not None:
-                m.upstream_ttft.labels(label).observe(obs.first_delta_at - self.upstream_sent, exemplar)
                 overhead = (self.upstream_sent - self.received) + (self.first_written or now) - obs.first_delta_at
                 m.overhead.labels(route).observe(max(overhead, 0.0), exemplar)
             if usage.output_tokens > 1 and self.first_written is not None:
                 m.tpot.labels(label).observe((now - self.first_written) / (usage.output_tokens - 1))
-        m.duration.labels(route, label, outcome).observe(now - self.received, exemplar)
-        m.requests.labels(route, outcome).inc()
+        if not self.agent_turn:
+            m.duration.labels(route, label, outcome).observe(now - self.received, exemplar)
+            m.requests.labels(route, outcome).inc()
         m.count_tokens(label, (
             ("input", usage.input_tokens), ("output", usage.output_tokens),
             ("cache_read", usage.cache_read_tokens), ("cache_write", usage.cache_write_tokens),
@@ -198,6 +206,8 @@ class StreamRecord:
                 await tel.correlation.remember(tool.tool_id, tool.name, time.time())
         if self.span is not None:
             self._end_span(self.span, outcome, error_type, usage, now)
+        if self.agent_turn:
+            return
         log.info(
             "stream.completed", route=route, model=self.model, outcome=outcome,
             ttft_ms=None if ttft is None else round(ttft * 1000, 2),
