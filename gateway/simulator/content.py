@@ -52,6 +52,12 @@ _THOUGHTS = (
     "There may be an edge case worth mentioning briefly.",
 )
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
+_STOPWORDS = frozenset({
+    "about", "after", "again", "also", "been", "being", "could", "does", "doing", "done",
+    "from", "have", "hello", "here", "just", "know", "like", "make", "more", "please",
+    "should", "some", "tell", "than", "that", "them", "then", "there", "these", "they",
+    "this", "what", "when", "where", "which", "while", "with", "would", "your",
+})
 _KEYWORD = re.compile(r"\[sim:[a-z0-9_]+\]")
 _STRING_HINTS = (
     (("city", "location", "place", "region"), "Paris"),
@@ -76,8 +82,9 @@ def seed_of(text: str) -> int:
 
 def topic_of(prompt: str) -> str:
     """A word or two of the prompt to echo back, so answers look related to the question."""
-    words = _WORD.findall(_KEYWORD.sub(" ", prompt))
-    return " ".join(words[:2]).lower() if words else "your question"
+    words = [w.lower() for w in _WORD.findall(_KEYWORD.sub(" ", prompt))]
+    words = [w for w in words if w not in _STOPWORDS]
+    return " ".join(words[:2]) if words else "your question"
 
 
 def text_pieces(seed: int, count: int, *, prefix: str = "") -> list[str]:
