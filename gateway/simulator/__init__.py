@@ -1,7 +1,22 @@
 """A faithful fake of the Anthropic Messages API (``claude-gateway simulator``).
 
 The gateway embeds it when no upstream is configured; tests and benchmarks drive it directly.
-See ``docs/architecture.md`` (Simulator contract) for scenarios and ``x-simulator-*`` headers.
+
+Routes: ``POST /v1/messages`` (SSE or JSON), ``POST /v1/messages/count_tokens``,
+``GET /v1/models[/{id}]``, ``GET /_simulator/stats``, ``POST /_simulator/reset``.
+
+Scenario: header ``x-simulator-scenario: NAME`` or ``[sim:NAME]`` in the last user message;
+names are in ``SCENARIOS`` (``text``, ``tool_use``, ``thinking``, ``error_400|401|429|500|529``,
+``overloaded``, ``cut``, ``reset``, ``stall``, ``slow_first_token``). Without one: tools and no
+``tool_result`` → a tool call; thinking enabled → a thinking block first; otherwise text.
+
+Per-request headers: ``x-simulator-ttft-ms``, ``x-simulator-tokens-per-second``,
+``x-simulator-output-tokens`` (text deltas; usage ``output_tokens`` equals it for text turns),
+``x-simulator-fast: 1|0``, ``x-simulator-retry-after`` (seconds, for 429/529).
+
+Embedding: ``url, stop = await start_embedded(config)`` inside a running loop (port 0, no signal
+handlers); standalone: ``run_simulator(config, host, port)`` (blocking) or
+``await serve_simulator(...)``.
 """
 
 from __future__ import annotations
@@ -10,7 +25,7 @@ from gateway.simulator.app import Simulator, create_simulator_app
 from gateway.simulator.config import SimulatorConfig
 from gateway.simulator.plan import SCENARIOS
 from gateway.simulator.record import Record
-from gateway.simulator.server import build_server, serve_simulator, start_embedded
+from gateway.simulator.server import build_server, run_simulator, serve_simulator, start_embedded
 
 __all__ = (
     "SCENARIOS",
@@ -19,6 +34,7 @@ __all__ = (
     "SimulatorConfig",
     "build_server",
     "create_simulator_app",
+    "run_simulator",
     "serve_simulator",
     "start_embedded",
 )

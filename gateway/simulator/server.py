@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from gateway.simulator.config import SimulatorConfig
 
-__all__ = ("build_server", "serve_simulator", "start_embedded")
+__all__ = ("build_server", "run_simulator", "serve_simulator", "start_embedded")
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -85,6 +85,14 @@ async def serve_simulator(config: SimulatorConfig, host: str = "127.0.0.1", port
         await _wait_started(server, task)
         ready.set()
     await task
+
+
+def run_simulator(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 9100) -> None:
+    """Blocking entry point for ``claude-gateway simulator``: owns the loop (uvloop if present).
+
+    SIGINT/SIGTERM stop it gracefully, as with any uvicorn server.
+    """
+    build_server(config, host, port).run()
 
 
 async def start_embedded(

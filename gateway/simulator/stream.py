@@ -159,6 +159,9 @@ async def run_stream(
         if not watch.absorb():
             raise
         record.client_closed(entry, sent)
+    except SimulatedResetError:
+        record.finished(entry, sent, "reset")
+        raise
     finally:
         record.active_streams -= 1
         watch.close()
