@@ -1,0 +1,1 @@
+"""Claude Stream Gateway: an observability-first streaming proxy for Claude."""

@@ -97,7 +97,8 @@ def create_app(
     if settings.telemetry:
         middleware.append(
             DefineMiddleware(
-                OpenTelemetryMiddleware, tracer_provider=provider, exclude_spans=["receive", "send"]
+                OpenTelemetryMiddleware,  # type: ignore[arg-type]  # a plain ASGI middleware class
+                tracer_provider=provider, exclude_spans=["receive", "send"]
             )
         )
 
@@ -132,17 +133,25 @@ def create_app(
         upstream = Upstream(session, base_url, api_key, settings, metrics)
         hub = RelayHub(settings, metrics)
         state = GatewayState(
-            settings=settings, version=ver, registry=registry, upstream=upstream,
-            telemetry=telemetry, hub=hub, auth=KeyAuthenticator(settings.api_key_hashes),
-            limiter=limiter, recent=recent,
+            settings=settings,
+            version=ver,
+            registry=registry,
+            upstream=upstream,
+            telemetry=telemetry,
+            hub=hub,
+            auth=KeyAuthenticator(settings.api_key_hashes),
+            limiter=limiter,
+            recent=recent,
             agent=AgentRunner(settings, upstream, telemetry, hub, provider),
             simulated=settings.simulated,
         )
         app.state.gateway = state
         restore = _chain_sigterm(state)
         log.info(
-            "gateway.started", upstream="embedded simulator" if settings.simulated else base_url,
-            version=ver, telemetry=settings.telemetry,
+            "gateway.started",
+            upstream="embedded simulator" if settings.simulated else base_url,
+            version=ver,
+            telemetry=settings.telemetry,
         )
         try:
             await state.agent.start()
@@ -158,17 +167,27 @@ def create_app(
             provider.shutdown()
 
     cors = (
-        CORSConfig(allow_origins=list(settings.cors_origins), allow_credentials=False,
-                   allow_headers=["x-api-key", "authorization", "content-type", "anthropic-version",
-                                  "anthropic-beta", "last-event-id"])
+        CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=False,
+            allow_headers=[
+                "x-api-key",
+                "authorization",
+                "content-type",
+                "anthropic-version",
+                "anthropic-beta",
+                "last-event-id",
+            ],
+        )
         if settings.cors_origins
         else None
     )
     handlers: list[Any] = [*proxy_routes, *agent_routes, *ops_routes]
     if FRONTEND_DIR.is_dir():
         handlers.append(
-            create_static_files_router(path="/", directories=[FRONTEND_DIR], html_mode=True,
-                                       include_in_schema=False)
+            create_static_files_router(
+                path="/", directories=[FRONTEND_DIR], html_mode=True, include_in_schema=False
+            )
         )
     return Litestar(
         route_handlers=handlers,
@@ -202,12 +221,12 @@ def _chain_sigterm(state: GatewayState) -> Any:  # noqa: ANN401 - returns a rest
         hub = state.hub
         log.info("gateway.draining", streams=len(hub.live), seconds=state.settings.drain_seconds)
         deadline = loop.time() + state.settings.drain_seconds
-        while hub.live and loop.time() < deadline:
+        while hub.live and loop.time() < deadline:  # noqa: ASYNC110 - streams end on their own
             await asyncio.sleep(0.05)
         if hub.live:
             hub.abort_all("drain")
             grace = loop.time() + 5
-            while hub.live and loop.time() < grace:
+            while hub.live and loop.time() < grace:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         hand_over()
 
@@ -231,7 +250,7 @@ def _chain_sigterm(state: GatewayState) -> Any:  # noqa: ANN401 - returns a rest
 
 
 def create_app_from_env() -> Litestar:
-    """uvicorn factory for worker processes: settings from the environment."""
+    """Uvicorn factory for worker processes: settings from the environment."""
     from gateway.settings import Settings  # noqa: PLC0415
 
     settings = Settings.from_env(env_file=os.environ.get("GATEWAY_ENV_FILE", ".env") or None)

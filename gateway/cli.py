@@ -41,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(settings)
     if settings.simulated:
-        print(  # noqa: T201 - the start-up banner is for the person who typed the command
+        print(
             f"claude-gateway: no ANTHROPIC_API_KEY/ANTHROPIC_BASE_URL set, serving the embedded "
             f"simulator on http://{settings.host}:{settings.port}",
             file=sys.stderr,
@@ -71,7 +71,7 @@ def _simulator(args: argparse.Namespace) -> int:
     config = SimulatorConfig.from_settings(settings)
     if args.fast:
         config = SimulatorConfig.from_settings(settings.with_changes(sim_fast=True))
-    print(f"claude-gateway simulator on http://{args.host}:{args.port}", file=sys.stderr)  # noqa: T201
+    print(f"claude-gateway simulator on http://{args.host}:{args.port}", file=sys.stderr)
     asyncio.run(serve_simulator(config, args.host, args.port))
     return 0
 
@@ -79,14 +79,14 @@ def _simulator(args: argparse.Namespace) -> int:
 def _hash_key(args: argparse.Namespace) -> int:
     from gateway.security.auth import hash_key_command  # noqa: PLC0415
 
-    print(hash_key_command(args.key, stdin=sys.stdin if args.key is None else None))  # noqa: T201
+    print(hash_key_command(args.key, stdin=sys.stdin if args.key is None else None))
     return 0
 
 
 def _bench(argv: Sequence[str]) -> int:
     from gateway.bench.cli import main as bench_main  # noqa: PLC0415
 
-    return bench_main(list(argv))
+    return int(bench_main(list(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,5 +114,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SettingsError as exc:
-        print(f"claude-gateway: bad setting: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"claude-gateway: bad setting: {exc}", file=sys.stderr)
         return 2

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from litestar.exceptions import HTTPException, ValidationException
 from litestar import Response
+from litestar.exceptions import HTTPException, ValidationException
 
 from gateway.errors import GatewayError, RequestRejected, UpstreamStatusError, error_body
 from gateway.telemetry.logs import get_logger
@@ -17,14 +17,22 @@ from gateway.telemetry.metrics import ROUTE_AGENT, ROUTE_MESSAGES
 
 if TYPE_CHECKING:
     from litestar import Request
+
     from gateway.state import GatewayState
 
 __all__ = ("exception_handlers",)
 
 log = get_logger("gateway.errors")
 
-_OUTCOME_BY_STATUS = {400: "bad_request", 401: "unauthorized", 403: "unauthorized", 404: "bad_request",
-                      413: "bad_request", 429: "rate_limited", 503: "overloaded"}
+_OUTCOME_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "unauthorized",
+    404: "bad_request",
+    413: "bad_request",
+    429: "rate_limited",
+    503: "overloaded",
+}
 
 
 def _route(request: Request[Any, Any, Any]) -> str | None:
@@ -52,11 +60,11 @@ def _count_rejection(request: Request[Any, Any, Any], status: int, reason: str |
         metrics.requests.labels(route, _OUTCOME_BY_STATUS.get(status, "bad_request")).inc()
 
 
-def _reply(
-    status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> Response[bytes]:
+def _reply(status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> Response[bytes]:
     return Response(
-        content=body, status_code=status, media_type="application/json",
+        content=body,
+        status_code=status,
+        media_type="application/json",
         headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers or []},
     )
 
@@ -96,8 +104,14 @@ def on_validation_error(request: Request[Any, Any, Any], exc: ValidationExceptio
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     """Litestar's HTTP errors (404, 405, 413...) in Anthropic's shape."""
     status = exc.status_code
-    kinds = {404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
-             401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+    kinds = {
+        404: "not_found_error",
+        405: "invalid_request_error",
+        413: "request_too_large",
+        401: "authentication_error",
+        403: "permission_error",
+        429: "rate_limit_error",
+    }
     if status == 413:
         _count_rejection(request, 413, "body_size")
         message = "Request body is larger than this gateway accepts."

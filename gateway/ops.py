@@ -42,7 +42,8 @@ async def metrics(request: Request[Any, Any, Any]) -> ASGIResponse:
     registry = metrics_registry_for_scrape(state_of(request).registry)
     accept = request.headers.get("accept", "")
     if "application/openmetrics-text" in accept:
-        body, ctype = openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST
+        body = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
+        ctype = openmetrics.CONTENT_TYPE_LATEST
     else:
         body, ctype = exposition.generate_latest(registry), exposition.CONTENT_TYPE_LATEST
     return ASGIResponse(body=body, status_code=200, media_type=ctype)

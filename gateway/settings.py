@@ -116,9 +116,7 @@ class Settings:
         default=32 * 1024 * 1024, metadata=_env("GATEWAY_MAX_BODY_BYTES", _positive_int)
     )
     """Largest request body accepted (413 above); Anthropic's own limit is 32 MB."""
-    model_allowlist: tuple[str, ...] = field(
-        default=(), metadata=_env("GATEWAY_MODEL_ALLOWLIST", _csv)
-    )
+    model_allowlist: tuple[str, ...] = field(default=(), metadata=_env("GATEWAY_MODEL_ALLOWLIST", _csv))
     """Models clients may ask for. Empty: any."""
     max_tokens_cap: int = field(default=0, metadata=_env("GATEWAY_MAX_TOKENS_CAP", _non_negative_int))
     """Largest ``max_tokens`` accepted (0: no cap)."""
@@ -157,13 +155,9 @@ class Settings:
         default=4 * 1024 * 1024, metadata=_env("GATEWAY_CLIENT_BUFFER_BYTES", _positive_int)
     )
     """Bytes a slow client may fall behind before it is disconnected."""
-    send_timeout: float = field(
-        default=30.0, metadata=_env("GATEWAY_SEND_TIMEOUT", _positive_float)
-    )
+    send_timeout: float = field(default=30.0, metadata=_env("GATEWAY_SEND_TIMEOUT", _positive_float))
     """Seconds one write to a client may block before the client is dropped as too slow."""
-    drain_seconds: float = field(
-        default=30.0, metadata=_env("GATEWAY_DRAIN_SECONDS", _non_negative_float)
-    )
+    drain_seconds: float = field(default=30.0, metadata=_env("GATEWAY_DRAIN_SECONDS", _non_negative_float))
     """On SIGTERM, seconds running streams get to finish before a retryable error."""
 
     resume_grace_seconds: float = field(
@@ -174,9 +168,7 @@ class Settings:
         default=600.0, metadata=_env("GATEWAY_RESUME_TTL_SECONDS", _positive_float)
     )
     """How long an agent stream's events stay available for resume after it ends."""
-    resume_max_events: int = field(
-        default=10000, metadata=_env("GATEWAY_RESUME_MAX_EVENTS", _positive_int)
-    )
+    resume_max_events: int = field(default=10000, metadata=_env("GATEWAY_RESUME_MAX_EVENTS", _positive_int))
     """Events kept per agent stream for resume."""
     agent_max_turns: int = field(default=8, metadata=_env("GATEWAY_AGENT_MAX_TURNS", _positive_int))
     """Default cap on model turns in one agent stream."""
@@ -199,9 +191,7 @@ class Settings:
     """Record prompt and output text in spans and logs (off unless the operator opts in)."""
     prices_file: str = field(default="", metadata=_env("GATEWAY_PRICES_FILE"))
     """JSON file of model prices that overrides and extends the shipped table."""
-    trace_view_size: int = field(
-        default=50, metadata=_env("GATEWAY_TRACE_VIEW_SIZE", _non_negative_int)
-    )
+    trace_view_size: int = field(default=50, metadata=_env("GATEWAY_TRACE_VIEW_SIZE", _non_negative_int))
     """Recent streams whose spans are kept for the local trace view (0: off)."""
     tool_correlation_ttl: float = field(
         default=3600.0, metadata=_env("GATEWAY_TOOL_CORRELATION_TTL", _positive_float)

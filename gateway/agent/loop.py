@@ -29,6 +29,7 @@ from gateway.telemetry.stream import outcome_for_error
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from aiohttp import ClientResponse
     from opentelemetry.trace import Tracer
 
     from gateway.agent.tools import ToolRegistry
@@ -73,9 +74,17 @@ class AgentLoop:
     """
 
     def __init__(
-        self, upstream: Upstream, telemetry: Telemetry, tools: ToolRegistry,
-        emit: Callable[[str, dict[str, Any]], Awaitable[None]], request: dict[str, Any],
-        headers: dict[str, str], *, simulated: bool, stream_id: str, received: float,
+        self,
+        upstream: Upstream,
+        telemetry: Telemetry,
+        tools: ToolRegistry,
+        emit: Callable[[str, dict[str, Any]], Awaitable[None]],
+        request: dict[str, Any],
+        headers: dict[str, str],
+        *,
+        simulated: bool,
+        stream_id: str,
+        received: float,
     ) -> None:
         self.upstream = upstream
         self.telemetry = telemetry
@@ -87,8 +96,13 @@ class AgentLoop:
         self.stream_id = stream_id
         self.received = received
         self.first_token_at: float | None = None
-        self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
-                      "cache_write_tokens": 0, "cost_usd": 0.0}
+        self.usage = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "cost_usd": 0.0,
+        }
         self.tool_names: list[str] = []
         self.stop_reason: str | None = None
 
@@ -106,23 +120,35 @@ class AgentLoop:
             await self.emit("usage", dict(self.usage))
             messages.append({"role": "assistant", "content": content})
             if stop_reason == "tool_use":
-                results = [await self._run_tool(block) for block in content if block.get("type") == "tool_use"]
+                results = [
+                    await self._run_tool(block) for block in content if block.get("type") == "tool_use"
+                ]
                 messages.append({"role": "user", "content": results})
             elif stop_reason != "pause_turn":
                 return stop_reason or "end_turn"
         self.stop_reason = "max_turns"
         return "max_turns"
 
-    async def _turn(self, turn: int, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+    async def _turn(
+        self, turn: int, messages: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], str | None]:
         body = {**self.request, "messages": messages, "stream": True}
         record = self.telemetry.begin(
-            ROUTE_AGENT, str(body["model"]), stream=True, max_tokens=body.get("max_tokens"),
-            received=time.perf_counter(), stream_id=self.stream_id, agent_turn=True,
+            ROUTE_AGENT,
+            str(body["model"]),
+            stream=True,
+            max_tokens=body.get("max_tokens"),
+            received=time.perf_counter(),
+            stream_id=self.stream_id,
+            agent_turn=True,
         )
         record.upstream_sent = time.perf_counter()
         try:
             resp = await self.upstream.send(
-                "POST", "/v1/messages", headers=self.headers, body=json.dumps(body).encode(),
+                "POST",
+                "/v1/messages",
+                headers=self.headers,
+                body=json.dumps(body).encode(),
                 trace_context=record.span_context(),
             )
         except GatewayError as exc:
@@ -134,10 +160,13 @@ class AgentLoop:
                 message = _upstream_message(exc.body) or exc.message
             else:
                 message = exc.message
-            raise TurnFailed(error_data(exc.type, message, retry_after), outcome_for_error(exc.type)) from None
+            raise TurnFailed(
+                error_data(exc.type, message, retry_after), outcome_for_error(exc.type)
+            ) from None
         record.status = resp.status
         record.request_id = resp.headers.get("request-id", "")
-        outcome, error_type = "gateway_error", "internal"
+        outcome: str = "gateway_error"
+        error_type: str | None = "internal"
         try:
             result = await self._consume(turn, resp, record)
             outcome, error_type = "ok", None
@@ -147,14 +176,20 @@ class AgentLoop:
             raise
         except TimeoutError:
             outcome, error_type = "timeout", "upstream_idle_timeout"
-            raise TurnFailed(error_data("timeout_error", "The upstream sent nothing for too long."), "timeout") from None
+            raise TurnFailed(
+                error_data("timeout_error", "The upstream sent nothing for too long."), "timeout"
+            ) from None
         except OSError:
             outcome, error_type = "upstream_error", "upstream_reset"
-            raise TurnFailed(error_data("api_error", "The upstream connection was lost mid-stream."), outcome) from None
+            raise TurnFailed(
+                error_data("api_error", "The upstream connection was lost mid-stream."), outcome
+            ) from None
         except BaseException as exc:
             if type(exc).__module__.startswith("aiohttp"):
                 outcome, error_type = "upstream_error", "upstream_reset"
-                raise TurnFailed(error_data("api_error", "The upstream connection was lost mid-stream."), outcome) from None
+                raise TurnFailed(
+                    error_data("api_error", "The upstream connection was lost mid-stream."), outcome
+                ) from None
             outcome, error_type = "client_disconnect", None
             raise
         finally:
@@ -163,7 +198,9 @@ class AgentLoop:
             for key, value in record.summary().items():
                 self.usage[key] += value
 
-    async def _consume(self, turn: int, resp: Any, record: StreamRecord) -> tuple[list[dict[str, Any]], str | None]:  # noqa: ANN401, C901, PLR0912
+    async def _consume(  # noqa: PLR0912 - one branch per event and delta type
+        self, turn: int, resp: ClientResponse, record: StreamRecord
+    ) -> tuple[list[dict[str, Any]], str | None]:
         decoder = SSEDecoder()
         blocks: dict[int, dict[str, Any]] = {}
         partial_json: dict[int, list[str]] = {}
@@ -190,7 +227,9 @@ class AgentLoop:
                     elif dtype == "input_json_delta":
                         partial_json.setdefault(index, []).append(delta["partial_json"])
                         if delta["partial_json"]:
-                            await self._first("tool_input", {"tool_id": block.get("id"), "partial": delta["partial_json"]})
+                            await self._first(
+                                "tool_input", {"tool_id": block.get("id"), "partial": delta["partial_json"]}
+                            )
                 elif kind == "content_block_start":
                     block = dict(payload["content_block"])
                     blocks[payload["index"]] = block
@@ -201,7 +240,10 @@ class AgentLoop:
                         block["thinking"] = block.get("thinking") or ""
                     elif block.get("type") == "tool_use":
                         self.tool_names.append(str(block.get("name")))
-                        await self.emit("tool_start", {"tool_id": block.get("id"), "tool_name": block.get("name"), "turn": turn})
+                        await self.emit(
+                            "tool_start",
+                            {"tool_id": block.get("id"), "tool_name": block.get("name"), "turn": turn},
+                        )
                 elif kind == "content_block_stop":
                     index = payload["index"]
                     if index in partial_json and index in blocks:
@@ -216,7 +258,9 @@ class AgentLoop:
                     raise TurnFailed(error_data(etype, str(err.get("message", ""))), outcome_for_error(etype))
                 elif kind == "message_stop":
                     return [blocks[i] for i in sorted(blocks)], stop_reason
-        raise TurnFailed(error_data("api_error", "The upstream ended the stream before message_stop."), "upstream_error")
+        raise TurnFailed(
+            error_data("api_error", "The upstream ended the stream before message_stop."), "upstream_error"
+        )
 
     async def _first(self, event: str, data: dict[str, Any]) -> None:
         if self.first_token_at is None:
@@ -227,11 +271,20 @@ class AgentLoop:
         name, tool_id, tool_input = str(block.get("name")), block.get("id"), block.get("input") or {}
         await self.emit("tool_executing", {"tool_id": tool_id, "tool_name": name, "input": tool_input})
         tracer: Tracer | None = self.telemetry.tracer
-        span = tracer.start_span(
-            f"execute_tool {name}", kind=SpanKind.INTERNAL,
-            attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
-                        "gen_ai.tool.call.id": str(tool_id), "gen_ai.tool.type": "function"},
-        ) if tracer is not None else None
+        span = (
+            tracer.start_span(
+                f"execute_tool {name}",
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": name,
+                    "gen_ai.tool.call.id": str(tool_id),
+                    "gen_ai.tool.type": "function",
+                },
+            )
+            if tracer is not None
+            else None
+        )
         outcome = None
         try:
             with trace.use_span(span, end_on_exit=False) if span is not None else _nullcontext():

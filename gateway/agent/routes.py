@@ -54,7 +54,8 @@ def _anthropic_request(state: GatewayState, data: AgentRequest) -> dict[str, Any
         raise RequestRejected(400, "exactly one of prompt or messages is required")
     assert state.agent.tools is not None
     messages: list[dict[str, Any]] = (
-        [{"role": "user", "content": data.prompt}] if data.prompt is not None
+        [{"role": "user", "content": data.prompt}]
+        if data.prompt is not None
         else [msgspec.to_builtins(m) for m in data.messages or []]
     )
     if not messages:
@@ -94,8 +95,13 @@ class AgentStreamResponse:
         """Run as an ASGI app."""
         runner = self.state.agent
         assert runner.store is not None
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*_HEADERS, (b"x-agent-stream-id", self.stream_id.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_HEADERS, (b"x-agent-stream-id", self.stream_id.encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": encode_retry(3000), "more_body": True})
         runner.attach(self.stream_id)
         written = [0]
@@ -115,8 +121,11 @@ class AgentStreamResponse:
                 seen = written[0]
 
         loop = asyncio.get_running_loop()
-        tasks = (loop.create_task(pump()), loop.create_task(receive_disconnect(receive)),
-                 loop.create_task(keepalive()))
+        tasks = (
+            loop.create_task(pump()),
+            loop.create_task(receive_disconnect(receive)),
+            loop.create_task(keepalive()),
+        )
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -134,14 +143,20 @@ async def start_stream(request: Request[Any, Any, Any], data: AgentRequest) -> A
     state = state_of(request)
     received = request.scope["state"]["received"]
     if state.hub.draining:
-        raise RequestRejected(503, "The gateway is shutting down; retry on another instance.", reason="draining")
+        raise RequestRejected(
+            503, "The gateway is shutting down; retry on another instance.", reason="draining"
+        )
     body = _anthropic_request(state, data)
     key_id = str(request.scope["state"]["key_id"])
     admission = await admit(state.limiter, key_id, stream=True)
     max_turns = data.max_turns or state.settings.agent_max_turns
     try:
         run = await state.agent.launch(
-            key_id, body, dict(request.headers), max_turns=max_turns, received=received,
+            key_id,
+            body,
+            dict(request.headers),
+            max_turns=max_turns,
+            received=received,
             release=admission.release,
         )
     except BaseException:
@@ -170,8 +185,12 @@ async def resume_stream(request: Request[Any, Any, Any], stream_id: str) -> ASGI
     return AgentStreamResponse(state, stream_id, after)
 
 
-@post("/v1/agent/stream/{stream_id:str}/cancel", guards=[auth_guard], status_code=200,
-      summary="Cancel an agent stream")
+@post(
+    "/v1/agent/stream/{stream_id:str}/cancel",
+    guards=[auth_guard],
+    status_code=200,
+    summary="Cancel an agent stream",
+)
 async def cancel_stream(request: Request[Any, Any, Any], stream_id: str) -> dict[str, Any]:
     """Stop the stream and its upstream call now."""
     state = await _owned(request, stream_id)

@@ -78,7 +78,11 @@ class AgentRunner:
     """
 
     def __init__(
-        self, settings: Settings, upstream: Upstream, telemetry: Telemetry, hub: RelayHub,
+        self,
+        settings: Settings,
+        upstream: Upstream,
+        telemetry: Telemetry,
+        hub: RelayHub,
         provider: TracerProvider,
     ) -> None:
         self.settings = settings
@@ -108,8 +112,14 @@ class AgentRunner:
             self.tools.close()
 
     async def launch(
-        self, owner: str, request: dict[str, Any], headers: dict[str, str], *, max_turns: int,
-        received: float, release: Any,  # noqa: ANN401 - the admission's async release
+        self,
+        owner: str,
+        request: dict[str, Any],
+        headers: dict[str, str],
+        *,
+        max_turns: int,
+        received: float,
+        release: Any,  # noqa: ANN401 - the admission's async release
     ) -> AgentRun:
         """Create the stream in the store and start its loop; return it (not yet attached)."""
         assert self.store is not None and self.tools is not None
@@ -156,19 +166,30 @@ class AgentRunner:
         await self.store.append(run.stream_id, run.seq, encode_event(run.stream_id, run.seq, event, data))
         run.seq += 1
 
-    async def _run(  # noqa: C901
-        self, run: AgentRun, request: dict[str, Any], headers: dict[str, str], max_turns: int,
-        received: float, release: Any,  # noqa: ANN401
+    async def _run(
+        self,
+        run: AgentRun,
+        request: dict[str, Any],
+        headers: dict[str, str],
+        max_turns: int,
+        received: float,
+        release: Any,  # noqa: ANN401
     ) -> None:
         assert self.store is not None and self.tools is not None
         span = (
             self._tracer.start_span(
-                f"agent {run.model}", kind=SpanKind.INTERNAL,
-                attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "anthropic",
-                            "gen_ai.request.model": run.model, "gateway.route": ROUTE_AGENT,
-                            "gateway.stream_id": run.stream_id},
+                f"agent {run.model}",
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.provider.name": "anthropic",
+                    "gen_ai.request.model": run.model,
+                    "gateway.route": ROUTE_AGENT,
+                    "gateway.stream_id": run.stream_id,
+                },
             )
-            if self._tracer is not None else None
+            if self._tracer is not None
+            else None
         )
         trace_id = f"{span.get_span_context().trace_id:032x}" if span is not None else ""
 
@@ -176,10 +197,19 @@ class AgentRunner:
             await self._emit(run, event, data)
 
         loop = AgentLoop(
-            self.upstream, self.telemetry, self.tools, emit, request, headers,
-            simulated=self.settings.simulated, stream_id=run.stream_id, received=received,
+            self.upstream,
+            self.telemetry,
+            self.tools,
+            emit,
+            request,
+            headers,
+            simulated=self.settings.simulated,
+            stream_id=run.stream_id,
+            received=received,
         )
-        outcome, error_type, stop_reason = "gateway_error", "internal", None
+        outcome: str = "gateway_error"
+        error_type: str | None = "internal"
+        stop_reason: str | None = None
         watcher = asyncio.get_running_loop().create_task(self._watch_cancel(run))
         try:
             with trace.use_span(span, end_on_exit=False) if span is not None else contextlib.nullcontext():
@@ -199,21 +229,29 @@ class AgentRunner:
                 data = {**error_data("cancelled", "The stream was cancelled."), "retryable": False}
             else:
                 outcome, error_type = "client_disconnect", reason
-                data = {**error_data("cancelled", "No client was attached; the stream was stopped."),
-                        "retryable": False}
+                data = {
+                    **error_data("cancelled", "No client was attached; the stream was stopped."),
+                    "retryable": False,
+                }
             await self._safe_emit(run, "error", data)
-        except Exception as exc:  # noqa: BLE001 - the stream must end with a terminal event
-            log.error("agent.failed", stream_id=run.stream_id, error=type(exc).__name__, exc_info=exc)
+        except Exception as exc:
+            log.exception("agent.failed", stream_id=run.stream_id, error=type(exc).__name__, exc_info=exc)
             await self._safe_emit(run, "error", error_data("api_error", "Internal gateway error."))
         finally:
             watcher.cancel()
             now = time.perf_counter()
             ttft = None if loop.first_token_at is None else loop.first_token_at - received
             if outcome == "ok":
-                await self._safe_emit(run, "done", {
-                    "stop_reason": stop_reason, "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
-                    "duration_ms": round((now - received) * 1000, 2), "usage": dict(loop.usage),
-                })
+                await self._safe_emit(
+                    run,
+                    "done",
+                    {
+                        "stop_reason": stop_reason,
+                        "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
+                        "duration_ms": round((now - received) * 1000, 2),
+                        "usage": dict(loop.usage),
+                    },
+                )
             await self._safe_emit(run, "stream_end", {})
             await self.store.finish(run.stream_id)
             self.runs.pop(run.stream_id, None)
@@ -235,13 +273,21 @@ class AgentRunner:
             log.warning("agent.emit_failed", stream_id=run.stream_id, error=type(exc).__name__)
 
     def _record(
-        self, run: AgentRun, loop: AgentLoop, outcome: str, error_type: str | None,
-        ttft: float | None, duration: float, span: Any,  # noqa: ANN401
+        self,
+        run: AgentRun,
+        loop: AgentLoop,
+        outcome: str,
+        error_type: str | None,
+        ttft: float | None,
+        duration: float,
+        span: Any,  # noqa: ANN401
     ) -> None:
         m = self.telemetry.metrics
         try:
             if span is not None:
-                span.set_attributes({"gateway.outcome": outcome, "gen_ai.usage.output_tokens": loop.usage["output_tokens"]})
+                span.set_attributes(
+                    {"gateway.outcome": outcome, "gen_ai.usage.output_tokens": loop.usage["output_tokens"]}
+                )
                 if outcome not in {"ok", "client_disconnect"}:
                     span.set_status(Status(StatusCode.ERROR, error_type or outcome))
                     span.set_attribute("error.type", error_type or outcome)
@@ -258,10 +304,18 @@ class AgentRunner:
                 m.client_disconnects.labels(ROUTE_AGENT, phase).inc()
             ctx = span.get_span_context() if span is not None else None
             log.info(
-                "stream.completed", route=ROUTE_AGENT, model=run.model, outcome=outcome,
-                stream_id=run.stream_id, ttft_ms=None if ttft is None else round(ttft * 1000, 2),
-                duration_ms=round(duration * 1000, 2), **loop.usage, stop_reason=loop.stop_reason,
-                tool_calls=loop.tool_names, error_type=error_type, events=run.seq,
+                "stream.completed",
+                route=ROUTE_AGENT,
+                model=run.model,
+                outcome=outcome,
+                stream_id=run.stream_id,
+                ttft_ms=None if ttft is None else round(ttft * 1000, 2),
+                duration_ms=round(duration * 1000, 2),
+                **loop.usage,
+                stop_reason=loop.stop_reason,
+                tool_calls=loop.tool_names,
+                error_type=error_type,
+                events=run.seq,
                 trace_id=f"{ctx.trace_id:032x}" if ctx else None,
                 span_id=f"{ctx.span_id:016x}" if ctx else None,
             )

@@ -71,9 +71,7 @@ def authenticate(request: Request[Any, Any, Any], auth: KeyAuthenticator) -> str
     """Return the caller's key id, or refuse with 401."""
     result = auth.authenticate(request.headers)
     if not result.ok:
-        message = (
-            "x-api-key header is required" if result.reason == "missing" else "invalid x-api-key"
-        )
+        message = "x-api-key header is required" if result.reason == "missing" else "invalid x-api-key"
         raise RequestRejected(401, message, reason="auth")
     return result.key_id
 
@@ -81,9 +79,7 @@ def authenticate(request: Request[Any, Any, Any], auth: KeyAuthenticator) -> str
 def check_policy(settings: Settings, model: str, max_tokens: int | None) -> None:
     """Apply the operator's model allowlist and ``max_tokens`` cap."""
     if settings.model_allowlist and model not in settings.model_allowlist:
-        raise RequestRejected(
-            400, f"model: {model!r} is not allowed by this gateway", reason="validation"
-        )
+        raise RequestRejected(400, f"model: {model!r} is not allowed by this gateway", reason="validation")
     if max_tokens is not None and settings.max_tokens_cap and max_tokens > settings.max_tokens_cap:
         raise RequestRejected(
             400,
@@ -101,6 +97,8 @@ async def admit(limiter: Limiter, key_id: str, *, stream: bool) -> Admission:
         return Admission(key_id, outcome)
     what = "rate limit" if outcome.reason == "rate_limit" else "concurrent stream limit"
     raise RequestRejected(
-        429, f"This gateway's {what} was reached; retry after {outcome.retry_after}s.",
-        reason=outcome.reason, retry_after=outcome.retry_after,
+        429,
+        f"This gateway's {what} was reached; retry after {outcome.retry_after}s.",
+        reason=outcome.reason,
+        retry_after=outcome.retry_after,
     )

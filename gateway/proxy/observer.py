@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.proxy.sse import SSEDecoder, ServerSentEvent
+from gateway.proxy.sse import ServerSentEvent, SSEDecoder
 
 __all__ = ("StreamObserver", "ToolBlock", "Usage")
 

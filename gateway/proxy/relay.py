@@ -99,11 +99,21 @@ class StreamRelay:
     """
 
     __slots__ = (
-        "_abort_reason", "_hub", "_pump_task", "_sending", "_writes", "extra_headers", "record", "resp",
+        "_abort_reason",
+        "_hub",
+        "_pump_task",
+        "_sending",
+        "_writes",
+        "extra_headers",
+        "record",
+        "resp",
     )
 
     def __init__(
-        self, resp: aiohttp.ClientResponse, record: StreamRecord, hub: RelayHub,
+        self,
+        resp: aiohttp.ClientResponse,
+        record: StreamRecord,
+        hub: RelayHub,
         extra_headers: list[tuple[bytes, bytes]],
     ) -> None:
         self.resp = resp
@@ -131,7 +141,8 @@ class StreamRelay:
         listener = loop.create_task(receive_disconnect(receive))
         watchdog = loop.create_task(self._watchdog(send))
         self._hub.add(self, record.route)
-        outcome, error_type = "gateway_error", "internal"
+        outcome: str = "gateway_error"
+        error_type: str | None = "internal"
         try:
             await asyncio.wait((pump, listener, watchdog), return_when=asyncio.FIRST_COMPLETED)
             if pump.done() and not pump.cancelled():
@@ -139,9 +150,13 @@ class StreamRelay:
             elif listener.done() or watchdog.done():
                 outcome = "client_disconnect"
                 error_type = "slow_client" if watchdog.done() else None
-                record.disconnect_phase = "before_first_token" if record.first_written is None else "mid_stream"
+                record.disconnect_phase = (
+                    "before_first_token" if record.first_written is None else "mid_stream"
+                )
             elif self._abort_reason is not None:
-                await self._terminate(send, "overloaded_error", "The gateway is restarting; retry the request.")
+                await self._terminate(
+                    send, "overloaded_error", "The gateway is restarting; retry the request."
+                )
                 outcome, error_type = "gateway_error", self._abort_reason
         finally:
             self._hub.discard(self, record.route)
@@ -182,8 +197,13 @@ class StreamRelay:
         """Write the gateway's own terminal error event, closing any half-sent event first."""
         prefix = b"" if self.record.observer.at_boundary else b"\n\n"
         self.record.observer.error_type = self.record.observer.error_type or error_type
-        await send({"type": "http.response.body", "body": prefix + error_event(error_type, message),
-                    "more_body": True})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": prefix + error_event(error_type, message),
+                "more_body": True,
+            }
+        )
 
     async def _watchdog(self, send: Send) -> None:
         settings = self._hub.settings

@@ -2,7 +2,7 @@
 
 A streaming request is checked (auth guard, body, policy, limits), sent upstream with retries,
 and once the upstream answered 2xx the handler returns a ``StreamRelay``: a raw ASGI app that
-writes the upstream's bytes unchanged. Errors before that point are ``GatewayError``\\s, turned
+writes the upstream's bytes unchanged. Errors before that point raise ``GatewayError``, turned
 into Anthropic-shaped JSON by the handlers in ``app.py``; after it, into ``event: error``.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from litestar import Request, get, post
 from litestar.response.base import ASGIResponse
@@ -100,7 +100,10 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
             headers["accept-encoding"] = "identity"
         record.upstream_sent = time.perf_counter()
         resp = await state.upstream.send(
-            "POST", "/v1/messages", headers=headers, body=body,
+            "POST",
+            "/v1/messages",
+            headers=headers,
+            body=body,
             query=request.scope.get("query_string", b"").decode("latin-1"),
             trace_context=record.span_context(),
         )
@@ -126,7 +129,9 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
     _observe_message(record.observer, payload)
     await record.finish("ok")
     return ASGIResponse(
-        body=payload, status_code=resp.status, media_type=resp.headers.get("content-type", "application/json"),
+        body=payload,
+        status_code=resp.status,
+        media_type=resp.headers.get("content-type", "application/json"),
         encoded_headers=[*response_headers(resp.headers), *extra],
     )
 
@@ -169,14 +174,19 @@ def _draining() -> GatewayError:
     return RequestRejected(503, "The gateway is shutting down; retry on another instance.", reason="draining")
 
 
-async def _pass_through(request: Request[Any, Any, Any], method: str, path: str, body: bytes | None) -> ASGIApp:
+async def _pass_through(
+    request: Request[Any, Any, Any], method: str, path: str, body: bytes | None
+) -> ASGIApp:
     state = state_of(request)
     await admit(state.limiter, _key_id(request), stream=False)
     rid = request_id_of(request)
     headers = forward_headers(request.headers, simulated=state.simulated)
     headers["x-request-id"] = rid
     resp = await state.upstream.send(
-        method, path, headers=headers, body=body,
+        method,
+        path,
+        headers=headers,
+        body=body,
         query=request.scope.get("query_string", b"").decode("latin-1"),
     )
     try:
@@ -184,7 +194,8 @@ async def _pass_through(request: Request[Any, Any, Any], method: str, path: str,
     finally:
         resp.release()
     return ASGIResponse(
-        body=payload, status_code=resp.status,
+        body=payload,
+        status_code=resp.status,
         media_type=resp.headers.get("content-type", "application/json"),
         encoded_headers=[*response_headers(resp.headers), (b"x-request-id", rid.encode())],
     )

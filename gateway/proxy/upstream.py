@@ -90,7 +90,11 @@ class Upstream:
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, api_key: str, settings: Settings,
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str,
+        settings: Settings,
         metrics: GatewayMetrics | None,
     ) -> None:
         self._session = session
@@ -108,8 +112,14 @@ class Upstream:
         return self._base
 
     async def send(
-        self, method: str, path: str, *, headers: Mapping[str, str], body: bytes | None = None,
-        query: str = "", trace_context: object | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        query: str = "",
+        trace_context: object | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a request, retrying what may be retried; return a 2xx response, unread.
 
@@ -130,8 +140,13 @@ class Upstream:
         while True:
             try:
                 resp = await self._session.request(
-                    method, url, data=body, headers=out, timeout=self._timeout,
-                    auto_decompress=True, allow_redirects=False,
+                    method,
+                    url,
+                    data=body,
+                    headers=out,
+                    timeout=self._timeout,
+                    auto_decompress=True,
+                    allow_redirects=False,
                 )
             except (aiohttp.ClientConnectionError, OSError) as exc:
                 if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
@@ -166,7 +181,8 @@ class Upstream:
         """Seconds to wait before the next try, or None when no try is left."""
         if attempt >= self._settings.upstream_max_retries:
             return None
-        wait = retry_after if retry_after is not None else min(0.5 * 2**attempt, 8.0) * random.uniform(0.75, 1.0)  # noqa: S311
+        jitter = random.uniform(0.75, 1.0)  # noqa: S311 - jitter, not a secret
+        wait = retry_after if retry_after is not None else min(0.5 * 2**attempt, 8.0) * jitter
         if time.monotonic() + wait > deadline:
             return None
         return wait

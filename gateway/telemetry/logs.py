@@ -41,9 +41,7 @@ def _drop_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the stdlib root logger (uvicorn's lines go through it too)."""
     level = getattr(logging, settings.log_level.upper())
-    as_json = settings.log_format == "json" or (
-        settings.log_format == "auto" and not sys.stderr.isatty()
-    )
+    as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -24,7 +24,20 @@ __all__ = ("GatewayMetrics", "metrics_registry_for_scrape", "multiprocess_enable
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300)
 OVERHEAD_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
 )
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1)
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
@@ -34,8 +47,15 @@ ROUTE_MESSAGES = "/v1/messages"
 ROUTE_AGENT = "/v1/agent/stream"
 
 OUTCOMES = (
-    "ok", "client_disconnect", "rate_limited", "overloaded", "upstream_error", "timeout",
-    "bad_request", "unauthorized", "gateway_error",
+    "ok",
+    "client_disconnect",
+    "rate_limited",
+    "overloaded",
+    "upstream_error",
+    "timeout",
+    "bad_request",
+    "unauthorized",
+    "gateway_error",
 )
 
 
@@ -66,80 +86,144 @@ class GatewayMetrics:
         ns = "claude_gateway"
         reg = registry
         self.requests = Counter(
-            "requests", "Requests by route and outcome.", ["route", "outcome"], namespace=ns,
+            "requests",
+            "Requests by route and outcome.",
+            ["route", "outcome"],
+            namespace=ns,
             registry=reg,
         )
         self.active_streams = Gauge(
-            "active_streams", "Streams open right now.", ["route"], namespace=ns, registry=reg,
+            "active_streams",
+            "Streams open right now.",
+            ["route"],
+            namespace=ns,
+            registry=reg,
             multiprocess_mode="livesum",
         )
         self.ttft = Histogram(
             "time_to_first_token_seconds",
             "Request received to first content delta written to the client.",
-            ["route", "model"], namespace=ns, registry=reg, buckets=TTFT_BUCKETS,
+            ["route", "model"],
+            namespace=ns,
+            registry=reg,
+            buckets=TTFT_BUCKETS,
         )
         self.upstream_ttft = Histogram(
             "upstream_time_to_first_token_seconds",
             "Upstream request sent to first content delta received.",
-            ["model"], namespace=ns, registry=reg, buckets=TTFT_BUCKETS,
+            ["model"],
+            namespace=ns,
+            registry=reg,
+            buckets=TTFT_BUCKETS,
         )
         self.overhead = Histogram(
-            "overhead_seconds", "Time the gateway itself adds before the first token.",
-            ["route"], namespace=ns, registry=reg, buckets=OVERHEAD_BUCKETS,
+            "overhead_seconds",
+            "Time the gateway itself adds before the first token.",
+            ["route"],
+            namespace=ns,
+            registry=reg,
+            buckets=OVERHEAD_BUCKETS,
         )
         self.tpot = Histogram(
-            "time_per_output_token_seconds", "Mean time per output token after the first.",
-            ["model"], namespace=ns, registry=reg, buckets=TPOT_BUCKETS,
+            "time_per_output_token_seconds",
+            "Mean time per output token after the first.",
+            ["model"],
+            namespace=ns,
+            registry=reg,
+            buckets=TPOT_BUCKETS,
         )
         self.duration = Histogram(
-            "stream_duration_seconds", "Whole stream, request received to last byte.",
-            ["route", "model", "outcome"], namespace=ns, registry=reg, buckets=DURATION_BUCKETS,
+            "stream_duration_seconds",
+            "Whole stream, request received to last byte.",
+            ["route", "model", "outcome"],
+            namespace=ns,
+            registry=reg,
+            buckets=DURATION_BUCKETS,
         )
         self.tokens = Counter(
-            "tokens", "Tokens by model and type.", ["model", "type"], namespace=ns, registry=reg,
+            "tokens",
+            "Tokens by model and type.",
+            ["model", "type"],
+            namespace=ns,
+            registry=reg,
         )
         self.cost = Counter(
-            "cost_usd", "Estimated cost in USD from the price table.", ["model"], namespace=ns,
+            "cost_usd",
+            "Estimated cost in USD from the price table.",
+            ["model"],
+            namespace=ns,
             registry=reg,
         )
         self.tool_calls = Counter(
-            "tool_calls", "Tool calls by tool and phase.", ["tool", "phase"], namespace=ns,
+            "tool_calls",
+            "Tool calls by tool and phase.",
+            ["tool", "phase"],
+            namespace=ns,
             registry=reg,
         )
         self.tool_duration = Histogram(
-            "tool_duration_seconds", "Tool latency: generate, client or server phase.",
-            ["tool", "phase"], namespace=ns, registry=reg, buckets=TOOL_BUCKETS,
+            "tool_duration_seconds",
+            "Tool latency: generate, client or server phase.",
+            ["tool", "phase"],
+            namespace=ns,
+            registry=reg,
+            buckets=TOOL_BUCKETS,
         )
         self.stream_errors = Counter(
-            "stream_errors", "Errors during streams.", ["route", "error_type"], namespace=ns,
+            "stream_errors",
+            "Errors during streams.",
+            ["route", "error_type"],
+            namespace=ns,
             registry=reg,
         )
         self.upstream_responses = Counter(
-            "upstream_responses", "Upstream replies by HTTP status.", ["status_code"],
-            namespace=ns, registry=reg,
+            "upstream_responses",
+            "Upstream replies by HTTP status.",
+            ["status_code"],
+            namespace=ns,
+            registry=reg,
         )
         self.upstream_retries = Counter(
-            "upstream_retries", "Upstream retries before the first byte.", ["reason"],
-            namespace=ns, registry=reg,
+            "upstream_retries",
+            "Upstream retries before the first byte.",
+            ["reason"],
+            namespace=ns,
+            registry=reg,
         )
         self.client_disconnects = Counter(
-            "client_disconnects", "Clients that left before their stream ended.",
-            ["route", "phase"], namespace=ns, registry=reg,
+            "client_disconnects",
+            "Clients that left before their stream ended.",
+            ["route", "phase"],
+            namespace=ns,
+            registry=reg,
         )
         self.rejected = Counter(
-            "rejected", "Requests refused before any upstream call.", ["reason"], namespace=ns,
+            "rejected",
+            "Requests refused before any upstream call.",
+            ["reason"],
+            namespace=ns,
             registry=reg,
         )
         self.telemetry_errors = Counter(
-            "telemetry_errors", "Exceptions caught inside telemetry (never fail a stream).",
-            ["component"], namespace=ns, registry=reg,
+            "telemetry_errors",
+            "Exceptions caught inside telemetry (never fail a stream).",
+            ["component"],
+            namespace=ns,
+            registry=reg,
         )
         self.build_info = Gauge(
-            "build_info", "Gateway build.", ["version"], namespace=ns, registry=reg,
+            "build_info",
+            "Gateway build.",
+            ["version"],
+            namespace=ns,
+            registry=reg,
             multiprocess_mode="max",
         )
         self.max_streams = Gauge(
-            "max_streams", "Configured cap on concurrent streams.", namespace=ns, registry=reg,
+            "max_streams",
+            "Configured cap on concurrent streams.",
+            namespace=ns,
+            registry=reg,
             multiprocess_mode="max",
         )
         self.build_info.labels(version).set(1)

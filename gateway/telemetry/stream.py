@@ -7,7 +7,7 @@ line. Everything in ``finish`` is guarded: an exception inside telemetry is coun
 ``claude_gateway_telemetry_errors_total`` and logged, and the stream is unaffected.
 
 Definitions (``PRODUCT.md``): TTFT runs from request received to first content delta written;
-overhead is (upstream request sent − received) + (first delta written − first delta received).
+overhead is (upstream request sent - received) + (first delta written - first delta received).
 """
 
 from __future__ import annotations
@@ -65,8 +65,15 @@ class Telemetry:
     capture_content: bool = False
 
     def begin(
-        self, route: str, model: str, *, stream: bool, max_tokens: int | None, received: float,
-        stream_id: str | None = None, agent_turn: bool = False,
+        self,
+        route: str,
+        model: str,
+        *,
+        stream: bool,
+        max_tokens: int | None,
+        received: float,
+        stream_id: str | None = None,
+        agent_turn: bool = False,
     ) -> StreamRecord:
         """Start the record of one upstream call; ``received`` is a ``perf_counter`` time.
 
@@ -96,8 +103,21 @@ class StreamRecord:
     """Timestamps and observations of one upstream call; see the module docstring."""
 
     __slots__ = (
-        "_epoch_offset", "agent_turn", "disconnect_phase", "first_written", "label", "model", "observer", "request_id",
-        "route", "span", "status", "stream", "telemetry", "received", "upstream_sent",
+        "_epoch_offset",
+        "agent_turn",
+        "disconnect_phase",
+        "first_written",
+        "label",
+        "model",
+        "observer",
+        "received",
+        "request_id",
+        "route",
+        "span",
+        "status",
+        "stream",
+        "telemetry",
+        "upstream_sent",
     )
 
     def __init__(
@@ -142,8 +162,10 @@ class StreamRecord:
     def _cost(self) -> float:
         u = self.observer.final_usage()
         priced = PricedUsage(
-            input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-            cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cache_read_tokens=u.cache_read_tokens,
+            cache_write_tokens=u.cache_write_tokens,
             cache_write_1h_tokens=u.cache_write_1h_tokens,
         )
         return self.telemetry.prices.cost_usd(self.observer.model or self.model, priced)
@@ -159,7 +181,7 @@ class StreamRecord:
             tel.metrics.telemetry_errors.labels("stream").inc()
             log.warning("telemetry.failed", error=type(exc).__name__)
 
-    async def _finish(
+    async def _finish(  # noqa: PLR0912 - one guarded branch per optional figure
         self, tel: Telemetry, m: GatewayMetrics, outcome: str, error_type: str | None
     ) -> None:
         now = time.perf_counter()
@@ -180,17 +202,24 @@ class StreamRecord:
         if ttft is not None and not self.agent_turn:
             m.ttft.labels(route, label).observe(ttft, exemplar)
             if self.upstream_sent is not None and obs.first_delta_at is not None:
-                overhead = (self.upstream_sent - self.received) + (self.first_written or now) - obs.first_delta_at
+                overhead = (
+                    (self.upstream_sent - self.received) + (self.first_written or now) - obs.first_delta_at
+                )
                 m.overhead.labels(route).observe(max(overhead, 0.0), exemplar)
             if usage.output_tokens > 1 and self.first_written is not None:
                 m.tpot.labels(label).observe((now - self.first_written) / (usage.output_tokens - 1))
         if not self.agent_turn:
             m.duration.labels(route, label, outcome).observe(now - self.received, exemplar)
             m.requests.labels(route, outcome).inc()
-        m.count_tokens(label, (
-            ("input", usage.input_tokens), ("output", usage.output_tokens),
-            ("cache_read", usage.cache_read_tokens), ("cache_write", usage.cache_write_tokens),
-        ))
+        m.count_tokens(
+            label,
+            (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cache_read", usage.cache_read_tokens),
+                ("cache_write", usage.cache_write_tokens),
+            ),
+        )
         if cost:
             m.cost.labels(label).inc(cost)
         if error_type:
@@ -209,15 +238,27 @@ class StreamRecord:
         if self.agent_turn:
             return
         log.info(
-            "stream.completed", route=route, model=self.model, outcome=outcome,
+            "stream.completed",
+            route=route,
+            model=self.model,
+            outcome=outcome,
             ttft_ms=None if ttft is None else round(ttft * 1000, 2),
             duration_ms=round((now - self.received) * 1000, 2),
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
-            cost_usd=round(cost, 6), stop_reason=obs.stop_reason, tool_calls=tools,
-            error_type=error_type, disconnect_phase=self.disconnect_phase, status=self.status,
-            events=obs.events, trace_id=trace_id or None, span_id=span_id or None,
-            request_id=self.request_id or None, response_id=obs.message_id or None,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cost_usd=round(cost, 6),
+            stop_reason=obs.stop_reason,
+            tool_calls=tools,
+            error_type=error_type,
+            disconnect_phase=self.disconnect_phase,
+            status=self.status,
+            events=obs.events,
+            trace_id=trace_id or None,
+            span_id=span_id or None,
+            request_id=self.request_id or None,
+            response_id=obs.message_id or None,
         )
 
     def _ns(self, perf: float) -> int:
@@ -228,7 +269,9 @@ class StreamRecord:
         attrs: dict[str, Any] = {
             "gen_ai.response.id": obs.message_id,
             "gen_ai.response.model": obs.model or self.model,
-            "gen_ai.usage.input_tokens": usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
+            "gen_ai.usage.input_tokens": usage.input_tokens
+            + usage.cache_read_tokens
+            + usage.cache_write_tokens,
             "gen_ai.usage.output_tokens": usage.output_tokens,
             "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
             "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,

@@ -129,11 +129,11 @@ def _trace_dict(trace_id: int, spans: list[ReadableSpan], stream: ReadableSpan) 
                 "start_ms": ((s.start_time or start) - start) / 1e6,
                 "duration_ms": ((s.end_time or end) - (s.start_time or start)) / 1e6,
                 "status": s.status.status_code.name,
-                "attributes": {k: v if isinstance(v, str | int | float | bool) else list(v)
-                               for k, v in (s.attributes or {}).items()},
-                "events": [
-                    {"name": e.name, "t_ms": (e.timestamp - start) / 1e6} for e in s.events
-                ],
+                "attributes": {
+                    k: v if isinstance(v, str | int | float | bool) else list(v)  # type: ignore[arg-type]
+                    for k, v in (s.attributes or {}).items()
+                },
+                "events": [{"name": e.name, "t_ms": (e.timestamp - start) / 1e6} for e in s.events],
             }
             for s in sorted(spans, key=lambda s: s.start_time or 0)
         ],
