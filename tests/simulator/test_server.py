@@ -23,7 +23,8 @@ def test_run_simulator_standalone_and_sigterm() -> None:
     try:
         wait_http(f"http://127.0.0.1:{port}/_simulator/stats", timeout=15, proc=proc)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        # uvicorn shuts down gracefully, then re-raises the captured signal on purpose.
+        assert proc.wait(10) in {0, -signal.SIGTERM}
     finally:
         if proc.poll() is None:
             proc.kill()
