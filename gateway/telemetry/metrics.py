@@ -69,7 +69,7 @@ def metrics_registry_for_scrape(own: CollectorRegistry) -> CollectorRegistry:
     if not multiprocess_enabled():
         return own
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
 
 
