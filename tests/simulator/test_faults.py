@@ -109,7 +109,7 @@ async def test_client_close_is_recorded(client: anthropic.AsyncAnthropic, sim_ur
                 break
     assert stream.request_id is not None
     record = await _await_cancelled(sim_url, request_id=stream.request_id)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.0
     assert record["reason"] == "client_closed"
     assert record["scenario"] == "default"
     assert record["stream"] is True
@@ -136,7 +136,7 @@ async def test_ttft_and_pacing(sim_url: str) -> None:
         total = time.monotonic() - started
     assert start_seen is not None
     assert first_delta is not None
-    assert start_seen < 0.2  # message_start and ping go out at once
+    assert start_seen < 0.25  # message_start and ping go out at once
     assert first_delta >= 0.3
     assert total >= 0.3 + 19 / 100
 
@@ -154,7 +154,7 @@ async def test_fast_mode_is_fast(http: httpx.AsyncClient) -> None:
     r = await http.post("/v1/messages", json=body(max_tokens=4096),
                         headers={"x-simulator-output-tokens": "2000"})
     assert r.text.count("event: content_block_delta") == 2000
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
 
 
 async def test_long_ttft_sends_pings() -> None:
