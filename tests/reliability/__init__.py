@@ -1,0 +1,1 @@
+"""Reliability: fault injection against real servers, and properties of the stream parsers."""

@@ -1,0 +1,1 @@
+"""Security end to end: limits, validation, auth and secrets against a real gateway."""
