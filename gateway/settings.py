@@ -250,6 +250,17 @@ class Settings:
         return not self.anthropic_api_key and not self.anthropic_base_url
 
     @property
+    def local_upstream(self) -> bool:
+        """True for the embedded simulator or an upstream on loopback (a standalone simulator).
+
+        Only then are ``x-simulator-*`` request headers passed on.
+        """
+        if self.simulated:
+            return True
+        host = self.upstream_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+        return _is_loopback(host)
+
+    @property
     def upstream_url(self) -> str:
         """The configured upstream base URL (the simulator's is decided at start-up)."""
         return (self.anthropic_base_url or "https://api.anthropic.com").rstrip("/")

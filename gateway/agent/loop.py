@@ -70,7 +70,7 @@ class AgentLoop:
         emit: Async callback ``(event, data)`` storing and delivering one event.
         request: The Anthropic request body of the first turn (without ``stream``).
         headers: Client headers, filtered by ``forward_headers`` before going upstream.
-        simulated: Whether ``x-simulator-*`` headers may pass.
+        simulator: Whether ``x-simulator-*`` headers may pass (local upstream).
     """
 
     def __init__(
@@ -82,7 +82,7 @@ class AgentLoop:
         request: dict[str, Any],
         headers: dict[str, str],
         *,
-        simulated: bool,
+        simulator: bool,
         stream_id: str,
         received: float,
     ) -> None:
@@ -91,7 +91,7 @@ class AgentLoop:
         self.tools = tools
         self.emit = emit
         self.request = request
-        self.headers = forward_headers(headers, simulated=simulated)
+        self.headers = forward_headers(headers, simulator=simulator)
         self.headers["accept-encoding"] = "identity"
         self.stream_id = stream_id
         self.received = received

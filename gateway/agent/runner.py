@@ -203,7 +203,7 @@ class AgentRunner:
             emit,
             request,
             headers,
-            simulated=self.settings.simulated,
+            simulator=self.settings.local_upstream,
             stream_id=run.stream_id,
             received=received,
         )

@@ -94,7 +94,7 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
     rid = request_id_of(request)
     try:
         await _observe_client_tools(state, body)
-        headers = forward_headers(request.headers, simulated=state.simulated)
+        headers = forward_headers(request.headers, simulator=state.settings.local_upstream)
         headers["x-request-id"] = rid
         if data.stream:
             headers["accept-encoding"] = "identity"
@@ -180,7 +180,7 @@ async def _pass_through(
     state = state_of(request)
     await admit(state.limiter, _key_id(request), stream=False)
     rid = request_id_of(request)
-    headers = forward_headers(request.headers, simulated=state.simulated)
+    headers = forward_headers(request.headers, simulator=state.settings.local_upstream)
     headers["x-request-id"] = rid
     resp = await state.upstream.send(
         method,

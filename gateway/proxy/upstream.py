@@ -41,12 +41,12 @@ RESPONSE_HEADERS = frozenset(
 )
 
 
-def forward_headers(client: Mapping[str, str], *, simulated: bool) -> dict[str, str]:
+def forward_headers(client: Mapping[str, str], *, simulator: bool) -> dict[str, str]:
     """Pick the client's headers the upstream should see. Client credentials never pass."""
     out: dict[str, str] = {}
     for name, value in client.items():
         key = name.lower()
-        if key in _FORWARD or key.startswith("anthropic-") or (simulated and key.startswith("x-simulator-")):
+        if key in _FORWARD or key.startswith("anthropic-") or (simulator and key.startswith("x-simulator-")):
             out[key] = value
     out.setdefault("anthropic-version", "2023-06-01")
     return out

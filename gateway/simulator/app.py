@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -135,7 +136,9 @@ class Simulator:
             pacing = Pacing.resolve(self.config, headers, scenario or "")
         except ValueError as exc:
             raise RequestError(str(exc)) from None
-        plan = build_plan(request, scenario, pacing.output_tokens, self.record.cache_seen)
+        tool_input = _tool_input_override(headers.get("x-simulator-tool-input"))
+        plan = build_plan(request, scenario, pacing.output_tokens, self.record.cache_seen,
+                          tool_input=tool_input)
         fault = scenario if scenario in STREAM_FAULTS else None
         if request.stream:
             self.record.status(entry, 200)
@@ -276,3 +279,16 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _tool_input_override(raw: str | None) -> dict[str, Any] | None:
+    """``x-simulator-tool-input``: a JSON object used as the tool input (to drive tool failures)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise RequestError("x-simulator-tool-input: not JSON") from None
+    if not isinstance(value, dict):
+        raise RequestError("x-simulator-tool-input: expected a JSON object")
+    return value

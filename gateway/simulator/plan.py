@@ -91,8 +91,11 @@ def estimate_tokens(request: MessagesRequest) -> tuple[int, int]:
 
 
 def build_plan(request: MessagesRequest, scenario: str | None, output_tokens: int | None,
-               cache_seen: set[int]) -> Plan:
-    """Decide the content blocks, stop reason and usage for ``request``."""
+               cache_seen: set[int], *, tool_input: dict[str, Any] | None = None) -> Plan:
+    """Decide the content blocks, stop reason and usage for ``request``.
+
+    ``tool_input`` replaces the input generated from the tool's schema (tests of tool failures).
+    """
     seed = content.seed_of(f"{len(request.messages)}|{request.last_user_text}")
     topic = content.topic_of(request.last_user_text)
     wants_tool = bool(request.tools) and not request.tool_results
@@ -108,7 +111,7 @@ def build_plan(request: MessagesRequest, scenario: str | None, output_tokens: in
         count = output_tokens if output_tokens is not None else 8 + seed % 6
         preamble = f"I'll use the {tool['name']} tool to look into {topic}."
         blocks.append(_text_block(content.text_pieces(seed, count, prefix=preamble)))
-        blocks.append(_tool_block(tool, seed, topic))
+        blocks.append(_tool_block(tool, seed, topic, tool_input))
     else:
         count = output_tokens if output_tokens is not None else 30 + seed % 31
         prefix = f"Here is a short answer about {topic}."
@@ -140,8 +143,9 @@ def _thinking_block(request: MessagesRequest, seed: int, topic: str) -> Block:
     return Block("thinking", pieces, final, tokens)
 
 
-def _tool_block(tool: dict[str, Any], seed: int, topic: str) -> Block:
-    value = content.tool_input(tool.get("input_schema"), seed, topic)
+def _tool_block(tool: dict[str, Any], seed: int, topic: str, value: dict[str, Any] | None) -> Block:
+    if value is None:
+        value = content.tool_input(tool.get("input_schema"), seed, topic)
     pieces = content.split_json(value, seed)
     final = {"type": "tool_use", "id": new_id("toolu_"), "name": tool["name"], "input": value}
     return Block("tool_use", pieces, final, [1 if p else 0 for p in pieces])

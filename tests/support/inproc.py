@@ -58,13 +58,13 @@ class InProcessGateway:
                 raise AssertionError(f"{name}{labels} = {self.sample(name, labels)}, expected {value}")
             time.sleep(0.02)
 
-    def state(self) -> Any:  # noqa: ANN401 - GatewayState
+    def state(self) -> Any:
         """The app's ``GatewayState``."""
         return self.app.state.gateway
 
 
 @contextlib.contextmanager
-def serve_in_thread(**overrides: Any) -> Iterator[InProcessGateway]:  # noqa: ANN401
+def serve_in_thread(**overrides: Any) -> Iterator[InProcessGateway]:
     """Run the gateway (embedded simulator unless overridden) on a free port in a thread."""
     settings = Settings(**{"sim_ttft_seconds": 0.05, "sim_tokens_per_second": 400.0, **overrides})
     registry = CollectorRegistry()

@@ -43,10 +43,10 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1) as resp:
                 if 200 <= resp.status < 300:
                     return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last = exc
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
@@ -87,7 +87,7 @@ def _spawn(args: list[str], env: Mapping[str, str], health: str, port: int) -> S
         prefix="server-", suffix=".log", delete=False
     )
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+    proc = subprocess.Popen(
         args, cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT
     )
     server = ServerProcess(proc, f"http://127.0.0.1:{port}", port, Path(log_file.name), dict(env))
@@ -137,7 +137,7 @@ def run_redis() -> Iterator[str]:
         raise RuntimeError("redis-server is not installed; `make test` installs it")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="redis-") as tmp:
-        proc = subprocess.Popen(  # noqa: S603 - the installed redis-server
+        proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", tmp],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
