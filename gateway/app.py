@@ -98,7 +98,8 @@ def create_app(
         middleware.append(
             DefineMiddleware(
                 OpenTelemetryMiddleware,  # type: ignore[arg-type]  # a plain ASGI middleware class
-                tracer_provider=provider, exclude_spans=["receive", "send"]
+                tracer_provider=provider,
+                exclude_spans=["receive", "send"],
             )
         )
 
@@ -118,7 +119,12 @@ def create_app(
 
             base_url, stop_simulator = await start_embedded(SimulatorConfig.from_settings(settings))
             api_key = "sk-ant-simulator"
-        correlation = create_tool_correlation(settings)
+        correlation = create_tool_correlation(
+            settings,
+            on_error=(lambda _: metrics.telemetry_errors.labels("tool_correlation").inc())
+            if metrics
+            else None,
+        )
         limiter = create_limiter(
             settings,
             on_error=(lambda _: metrics.telemetry_errors.labels("limits").inc()) if metrics else None,

@@ -297,9 +297,9 @@ class AgentLoop:
                 span.end()
         metrics = self.telemetry.metrics
         if metrics is not None:
-            label = name if self.tools.get(name) is not None else "other"
-            metrics.tool_calls.labels(label, "server").inc()
-            metrics.tool_duration.labels(label, "server").observe(outcome.duration_ms / 1000)
+            metrics.record_tool(
+                name if self.tools.get(name) else "other", "server", outcome.duration_ms / 1000
+            )
         await self.emit("tool_result", {"tool_id": tool_id, "tool_name": name, **outcome.event_data()})
         result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id, "content": outcome.content}
         if outcome.is_error:

@@ -72,8 +72,7 @@ async def _observe_client_tools(state: GatewayState, body: bytes) -> None:
     try:
         now = time.time()
         for name, started in await state.telemetry.correlation.take_many(ids):
-            metrics.tool_calls.labels(name, "client").inc()
-            metrics.tool_duration.labels(name, "client").observe(max(now - started, 0.0))
+            metrics.record_tool(name, "client", now - started)
     except Exception:  # noqa: BLE001 - telemetry never fails a request
         metrics.telemetry_errors.labels("tool_correlation").inc()
 

@@ -12,6 +12,7 @@ mode, which the client library does not support across processes.
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -42,6 +43,9 @@ OVERHEAD_BUCKETS = (
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1)
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 TOOL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
+
+MAX_TOOL_LABELS = 200
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 ROUTE_MESSAGES = "/v1/messages"
 ROUTE_AGENT = "/v1/agent/stream"
@@ -226,6 +230,7 @@ class GatewayMetrics:
             registry=reg,
             multiprocess_mode="max",
         )
+        self._tool_labels: set[str] = set()
         self.build_info.labels(version).set(1)
         self.max_streams.set(max_streams)
         self._prime()
@@ -239,6 +244,22 @@ class GatewayMetrics:
                 self.client_disconnects.labels(route, phase)
         for reason in ("auth", "rate_limit", "concurrency", "body_size", "validation"):
             self.rejected.labels(reason)
+
+    def record_tool(self, name: str, phase: str, seconds: float | None) -> None:
+        """Count a tool call and its duration, under a bounded ``tool`` label.
+
+        Tool names come from clients, so only names shaped like Anthropic's (word characters and -, up to 64)
+        and only the first ``MAX_TOOL_LABELS`` of them become label values; the rest are ``other``.
+        """
+        label = name
+        if label not in self._tool_labels:
+            if len(self._tool_labels) < MAX_TOOL_LABELS and _TOOL_NAME.match(name):
+                self._tool_labels.add(name)
+            else:
+                label = "other"
+        self.tool_calls.labels(label, phase).inc()
+        if seconds is not None:
+            self.tool_duration.labels(label, phase).observe(max(seconds, 0.0))
 
     def count_tokens(self, model: str, usage: Sequence[tuple[str, int]]) -> None:
         """Add token counts, skipping zeros so no empty series are created."""

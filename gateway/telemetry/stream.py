@@ -229,9 +229,10 @@ class StreamRecord:
         tools = []
         for tool in obs.tools:
             tools.append(tool.name)
-            m.tool_calls.labels(tool.name, "generate").inc()
+            m.record_tool(
+                tool.name, "generate", None if tool.stopped is None else tool.stopped - tool.started
+            )
             if tool.stopped is not None:
-                m.tool_duration.labels(tool.name, "generate").observe(tool.stopped - tool.started)
                 await tel.correlation.remember(tool.tool_id, tool.name, time.time())
         if self.span is not None:
             self._end_span(self.span, outcome, error_type, usage, now)
