@@ -7,6 +7,7 @@ The oracle for the decoder is ``tests.reliability.support.parse_sse`` (whole-bod
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -81,7 +82,7 @@ def split_stream(draw: st.DrawFn) -> tuple[str, bytes, list[bytes]]:
     raw = STREAMS[name]
     cuts = sorted(draw(st.lists(st.integers(0, len(raw)), max_size=60)))
     bounds = [0, *cuts, len(raw)]
-    return name, raw, [raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return name, raw, [raw[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _decode(chunks: list[bytes]) -> list[tuple[str, str, str]]:
@@ -197,7 +198,7 @@ def test_arbitrary_text_deltas_roundtrip(texts: list[str], data: st.DataObject) 
     )
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=30)))
     bounds = [0, *cuts, len(raw)]
-    chunks = [raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    chunks = [raw[a:b] for a, b in itertools.pairwise(bounds)]
     events = _decode(chunks)
     assert [json.loads(d)["delta"]["text"] for _, d, _ in events] == texts
     obs = StreamObserver()
