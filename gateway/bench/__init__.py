@@ -1,0 +1,1 @@
+"""``claude-gateway bench``: the gateway measured against direct access and a bare nginx."""
