@@ -1,0 +1,27 @@
+"""`serve --workers 2`: metrics aggregate across workers (prometheus_client multiprocess mode)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support.servers import run_gateway
+
+
+def sample(text: str, line_start: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def test_two_workers_report_one_total() -> None:
+    """Requests served by either worker all appear in every scrape, whichever worker answers it."""
+    with run_gateway({"GATEWAY_SIM_FAST": "true"}, workers=2) as gw:
+        body = {"model": "claude-haiku-5-5", "max_tokens": 32, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(8):  # a new connection each time, so both workers take some
+            assert httpx.post(f"{gw.url}/v1/messages", json=body, timeout=30).status_code == 200
+        scrapes = [httpx.get(f"{gw.url}/metrics").text for _ in range(4)]
+        pids = {line for line in gw.log_lines() if "gateway.started" in line}
+    assert len(pids) == 2, "both workers started"
+    for text in scrapes:
+        assert sample(text, 'claude_gateway_requests_total{outcome="ok",route="/v1/messages"}') == 8
+        assert sample(text, 'claude_gateway_time_to_first_token_seconds_count{') == 8
+        assert sample(text, "claude_gateway_active_streams{") == 0
