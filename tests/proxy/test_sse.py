@@ -1,0 +1,90 @@
+"""The pure SSE decoder against the WHATWG rules, and the observer's fast and slow paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.proxy.observer import StreamObserver
+from gateway.proxy.sse import ServerSentEvent, SSEDecoder
+
+
+def decode(*chunks: bytes) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    return [event for chunk in chunks for event in decoder.feed(chunk)]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r", b"\r\n"])
+def test_every_line_ending(ending: bytes) -> None:
+    """LF, CR and CRLF all end lines."""
+    raw = b"event: a" + ending + b"data: 1" + ending + ending
+    assert decode(raw) == [ServerSentEvent("a", "1", "", None)]
+
+
+def test_crlf_split_across_chunks() -> None:
+    """A CR at the end of one chunk and LF at the start of the next are one line ending."""
+    assert decode(b"data: x\r", b"\ndata: y\r", b"\n\r", b"\n") == [ServerSentEvent("message", "x\ny", "", None)]
+
+
+def test_multibyte_utf8_split() -> None:
+    """A character split between chunks decodes whole."""
+    raw = "data: Grüße ✓\n\n".encode()
+    cut = raw.index("✓".encode()) + 1
+    assert decode(raw[:cut], raw[cut:])[0].data == "Grüße ✓"
+
+
+def test_bom_comments_multiline_id_and_retry() -> None:
+    """BOM dropped once, comments ignored, data lines joined, id kept, retry only if digits."""
+    raw = b"\xef\xbb\xbf: comment\ndata: a\ndata:b\nid: 7\nretry: 12x\n\nid: 8\n\nretry: 50\ndata\n\n"
+    events = decode(raw[:1], raw[1:2], raw[2:])
+    assert events == [ServerSentEvent("message", "a\nb", "7", None), ServerSentEvent("message", "", "8", 50)]
+
+
+def test_id_with_null_is_ignored_and_final_event_without_blank_line_is_dropped() -> None:
+    """An id containing NUL does not change lastEventId; an unterminated event never dispatches."""
+    decoder = SSEDecoder()
+    assert decoder.feed(b"id: 1\ndata: x\n\nid: 2\x003\ndata: y\n\ndata: tail") == [
+        ServerSentEvent("message", "x", "1", None), ServerSentEvent("message", "y", "1", None)]
+    assert not decoder.idle
+
+
+ANTHROPIC = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","model":"m",'
+    b'"usage":{"input_tokens":10,"output_tokens":1,"cache_read_input_tokens":3}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"tool_use","id":"toolu_1","name":"lookup","input":{}}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"input_json_delta","partial_json":"{\\"event: content_block_delta\\n\\n\\": 1}"}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"input_json_delta","partial_json":""}}\n\n'
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use"},'
+    b'"usage":{"output_tokens":42}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_observer_reads_usage_tools_and_stop(crlf: bool) -> None:
+    """Usage is overwritten by message_delta, tool blocks are timed, and text that looks like an event is not one."""
+    raw = ANTHROPIC.replace(b"\n", b"\r\n") if crlf else ANTHROPIC
+    obs = StreamObserver()
+    for i in range(0, len(raw), 7):
+        obs.feed(raw[i:i + 7])
+    assert (obs.usage.input_tokens, obs.usage.output_tokens, obs.usage.cache_read_tokens) == (10, 42, 3)
+    assert obs.deltas == 2
+    assert obs.events == 7
+    assert [(t.tool_id, t.name) for t in obs.tools] == [("toolu_1", "lookup")]
+    assert obs.tools[0].stopped is not None
+    assert obs.stop_reason == "tool_use"
+    assert obs.completed
+    assert obs.first_delta_at is not None
+    assert obs.at_boundary
+
+
+def test_observer_counts_a_cut_stream_as_a_lower_bound() -> None:
+    """Without message_delta, the relayed deltas stand in for output tokens."""
+    obs = StreamObserver()
+    cut = ANTHROPIC.index(b"event: content_block_stop")
+    obs.feed(ANTHROPIC[:cut])
+    assert obs.final_usage().output_tokens == 2
+    assert not obs.completed
