@@ -123,8 +123,7 @@ def test_count_tokens_validated_too(sim: ServerProcess, gateway: ServerProcess) 
 
 
 def _open_stream(gateway: ServerProcess, key: str) -> RawStream:
-    client = RawStream(gateway.url, "/v1/messages", message_body(), {"x-api-key": key})
-    return client
+    return RawStream(gateway.url, "/v1/messages", message_body(), {"x-api-key": key})
 
 
 def _refused_429(resp_client: RawStream, reason_type: str = "rate_limit_error") -> dict:
