@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,9 +44,9 @@ def test_promtool_check_rules() -> None:
 
 
 @pytest.mark.parametrize("unit_tests", UNIT_TESTS, ids=lambda p: p.name)
-def test_promtool_unit_tests_pass(unit_tests: object) -> None:
+def test_promtool_unit_tests_pass(unit_tests: Path) -> None:
     """`promtool test rules`: each alert fires when it should and stays silent when it should not."""
-    result = _promtool("test", "rules", getattr(unit_tests, "name", ""))
+    result = _promtool("test", "rules", unit_tests.name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 

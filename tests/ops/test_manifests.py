@@ -18,6 +18,8 @@ from check_jsonschema.builtin_schemas import get_builtin_schema
 
 from tests.support.servers import ROOT
 
+pytestmark = pytest.mark.system  # promtool, amtool, the docker client where present
+
 DEPLOY = ROOT / "deploy"
 DASHBOARDS = ROOT / "dashboards"
 K8S = DEPLOY / "k8s"
