@@ -115,6 +115,9 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     if status == 413:
         _count_rejection(request, 413, "body_size")
         message = "Request body is larger than this gateway accepts."
+    elif status == 400:  # a body that is not JSON at all
+        _count_rejection(request, 400, "validation")
+        message = str(exc.detail)
     else:
         message = str(exc.detail)
     error_type = kinds.get(status, "invalid_request_error" if status < 500 else "api_error")

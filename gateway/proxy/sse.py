@@ -53,8 +53,11 @@ class SSEDecoder:
 
     @property
     def idle(self) -> bool:
-        """True when no partial line or event is pending (the stream is at an event boundary)."""
-        return not self._buf and not self._saw_data and not self._event and not self._pending_cr
+        """True when no partial line or event is pending (the stream is at an event boundary).
+
+        A trailing CR does not count: the LF that may follow it only adds an empty line.
+        """
+        return not self._buf and not self._saw_data and not self._event
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode ``chunk`` and return the events it completed, in order."""
