@@ -346,3 +346,20 @@ def test_client_abort_at_nginx_cancels_the_upstream_call(
     assert cut, gateway.log()[-2000:]
     assert cut[-1]["duration_ms"] < 5000
     assert cut[-1]["disconnect_phase"] == "mid_stream"
+
+
+def test_traceparent_reaches_the_gateway_through_nginx(gateway_nginx: str) -> None:
+    """The agent stream's trace is the caller's trace: traceparent crossed nginx intact."""
+    with httpx.Client(timeout=30) as client, client.stream(
+        "POST", gateway_nginx + "/v1/agent/stream", json=_agent_body(),
+        headers={"traceparent": TRACEPARENT, "x-simulator-fast": "1",
+                 "x-simulator-scenario": "text", "X-Request-ID": "e2e-request-1"},
+    ) as response:
+        assert response.headers["x-request-id"] == "e2e-request-1"
+        body = response.read().decode()
+    start = next(
+        json.loads(line[len("data:"):])
+        for block in body.split("\n\n") if "event: start" in block
+        for line in block.splitlines() if line.startswith("data:")
+    )
+    assert start["trace_id"] == TRACEPARENT.split("-")[1]
