@@ -171,6 +171,19 @@ class StreamObserver:
             self.error_type = str(error.get("type", "api_error"))
             self.error_message = str(error.get("message", ""))
 
+    def observe_message(self, payload: bytes) -> None:
+        """Take id, model, usage and stop reason from a non-streaming reply (one parse per reply)."""
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        self._rare("message_start", {"message": message})
+        self.saw_message_delta = True
+        self.stop_reason = message.get("stop_reason")
+        self.completed = True
+
     def final_usage(self) -> Usage:
         """Usage to bill: the reported figures, or a lower bound for a stream cut short."""
         if not self.saw_message_delta and self.deltas > self.usage.output_tokens:

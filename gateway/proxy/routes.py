@@ -8,7 +8,6 @@ into Anthropic-shaped JSON by the handlers in ``app.py``; after it, into ``event
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -125,7 +124,7 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
     finally:
         resp.release()
         await admission.release()
-    _observe_message(record.observer, payload)
+    record.observer.observe_message(payload)
     await record.finish("ok")
     return ASGIResponse(
         body=payload,
@@ -149,22 +148,6 @@ class _Released:
             await self._app(scope, receive, send)
         finally:
             await self._release()
-
-
-def _observe_message(observer: Any, payload: bytes) -> None:  # noqa: ANN401 - a StreamObserver
-    """Take usage, stop reason and tool blocks from a non-streaming reply (one parse per reply)."""
-    try:
-        message = json.loads(payload)
-    except ValueError:
-        return
-    if not isinstance(message, dict):
-        return
-    observer.message_id = str(message.get("id", ""))
-    observer.model = str(message.get("model", ""))
-    observer.usage.update(message.get("usage") or {})
-    observer.saw_message_delta = True
-    observer.stop_reason = message.get("stop_reason")
-    observer.completed = True
 
 
 def _draining() -> GatewayError:

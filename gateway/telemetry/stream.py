@@ -206,8 +206,9 @@ class StreamRecord:
                     (self.upstream_sent - self.received) + (self.first_written or now) - obs.first_delta_at
                 )
                 m.overhead.labels(route).observe(max(overhead, 0.0), exemplar)
-            if usage.output_tokens > 1 and self.first_written is not None:
-                m.tpot.labels(label).observe((now - self.first_written) / (usage.output_tokens - 1))
+        first = self.first_written or obs.first_delta_at
+        if usage.output_tokens > 1 and first is not None:
+            m.tpot.labels(label).observe((now - first) / (usage.output_tokens - 1))
         if not self.agent_turn:
             m.duration.labels(route, label, outcome).observe(now - self.received, exemplar)
             m.requests.labels(route, outcome).inc()
