@@ -285,8 +285,16 @@ class AgentRunner:
         m = self.telemetry.metrics
         try:
             if span is not None:
+                usage = loop.usage
                 span.set_attributes(
-                    {"gateway.outcome": outcome, "gen_ai.usage.output_tokens": loop.usage["output_tokens"]}
+                    {
+                        "gateway.outcome": outcome,
+                        "gen_ai.usage.input_tokens": int(
+                            usage["input_tokens"] + usage["cache_read_tokens"] + usage["cache_write_tokens"]
+                        ),
+                        "gen_ai.usage.output_tokens": int(usage["output_tokens"]),
+                        "gateway.cost_usd": float(usage["cost_usd"]),
+                    }
                 )
                 if outcome not in {"ok", "client_disconnect"}:
                     span.set_status(Status(StatusCode.ERROR, error_type or outcome))
