@@ -279,3 +279,16 @@ def test_grafana_provisioning_points_at_the_dashboards() -> None:
     path = provider["providers"][0]["options"]["path"]
     grafana_volumes = _docs(DEPLOY / "compose.yaml")[0]["services"]["grafana"]["volumes"]
     assert f"../dashboards:{path}:ro" in grafana_volumes
+
+
+def test_dockerfile_runs_unprivileged_and_forwards_signals() -> None:
+    """The image runs as a non-root user, exec-form CMD (SIGTERM reaches the gateway to drain)."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    users = re.findall(r"(?m)^USER\s+(\S+)", text)
+    assert users, "no USER"
+    assert users[-1] not in {"root", "0"}
+    cmd = re.findall(r"(?m)^CMD\s+(.+)$", text)[-1]
+    assert json.loads(cmd)[:2] == ["claude-gateway", "serve"]
+    assert "HEALTHCHECK" in text
+    for source in re.findall(r"(?m)^COPY\s+(?!--from)(\S+)", text):
+        assert (ROOT / source).exists(), source
