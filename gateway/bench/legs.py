@@ -1,8 +1,9 @@
 """One leg of a benchmark: drive a URL with the load generator while sampling the proxy's CPU and RSS.
 
 A leg has two phases on the same processes: *saturation* (fast simulator, streams back to back;
-gives throughput) and *paced* (the simulator paced at ``--token-rate``; gives TTFT, inter-event
-gaps and CPU per event at a realistic event rate, where every event is its own read and write).
+gives throughput and CPU per event when events are batched) and *paced* (the simulator paced at
+``--token-rate``, the streams' starts spread over one stream length; gives TTFT, inter-event gaps
+and CPU per event at a realistic event rate, where every event is its own read and write).
 """
 
 from __future__ import annotations
@@ -136,8 +137,12 @@ async def run_leg(name: str, url: str, pid: int | None, cfg: LegConfig,
     sat, sat_proxy, _ = await run_phase(url, cfg, pid, token_rate=0, duration=cfg.duration,
                                         on_tick=progress(f"{name}: saturation"), record_gaps=False)
     paced_rate = cfg.token_rate
+    # Spread the first requests over one stream's length: equal-length streams started together
+    # would stay in lockstep and every TTFT would be measured inside a burst of 50 requests.
+    ramp = min(cfg.duration / 2, cfg.events / paced_rate) if paced_rate > 0 else 0.0
     paced, paced_proxy, _ = await run_phase(url, cfg, pid, token_rate=paced_rate,
-                                            duration=cfg.duration, on_tick=progress(f"{name}: paced"))
+                                            duration=cfg.duration, on_tick=progress(f"{name}: paced"),
+                                            ramp_seconds=ramp)
     return {
         "saturation": {
             "streams": sat.completed, "errors": sat.errors, "error_samples": sat.error_samples,
