@@ -27,7 +27,6 @@ from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import CollectorRegistry
 
 from gateway.agent.routes import agent_routes
@@ -45,7 +44,7 @@ from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.stream import Telemetry
 from gateway.telemetry.tool_latency import create_tool_correlation
-from gateway.telemetry.tracing import RecentTraces, build_tracer_provider
+from gateway.telemetry.tracing import RecentTraces, TracingMiddleware, build_tracer_provider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -97,7 +96,7 @@ def create_app(
     if settings.telemetry:
         middleware.append(
             DefineMiddleware(
-                OpenTelemetryMiddleware,  # type: ignore[arg-type]  # a plain ASGI middleware class
+                TracingMiddleware,
                 tracer_provider=provider,
                 exclude_spans=["receive", "send"],
             )

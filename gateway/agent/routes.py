@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import msgspec
 from litestar import Request, get, post
@@ -23,6 +23,7 @@ from gateway.proxy.guard import InputMessage, admit, check_policy
 from gateway.proxy.relay import receive_disconnect
 from gateway.proxy.routes import auth_guard
 from gateway.state import GatewayState, state_of
+from gateway.telemetry.tracing import RAW_SEND
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send
@@ -102,14 +103,15 @@ class AgentStreamResponse:
                 "headers": [*_HEADERS, (b"x-agent-stream-id", self.stream_id.encode())],
             }
         )
-        await send({"type": "http.response.body", "body": encode_retry(3000), "more_body": True})
+        body_send = cast("Send", scope.get(RAW_SEND, send))
+        await body_send({"type": "http.response.body", "body": encode_retry(3000), "more_body": True})
         runner.attach(self.stream_id)
         written = [0]
 
         async def pump() -> None:
             assert runner.store is not None
             async for _, payload in runner.store.read_from(self.stream_id, self.after_seq):
-                await send({"type": "http.response.body", "body": payload, "more_body": True})
+                await body_send({"type": "http.response.body", "body": payload, "more_body": True})
                 written[0] += 1
 
         async def keepalive() -> None:
@@ -117,7 +119,7 @@ class AgentStreamResponse:
             while True:
                 await asyncio.sleep(self.state.settings.keepalive_seconds)
                 if written[0] == seen:
-                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                    await body_send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
                 seen = written[0]
 
         loop = asyncio.get_running_loop()

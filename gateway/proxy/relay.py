@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import aiohttp
 
 from gateway.errors import error_event
 from gateway.proxy.upstream import response_headers
 from gateway.telemetry.stream import outcome_for_error
+from gateway.telemetry.tracing import RAW_SEND
 
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
@@ -136,10 +137,11 @@ class StreamRelay:
         record = self.record
         headers = [*_BASE_HEADERS, *response_headers(self.resp.headers), *self.extra_headers]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body_send = cast("Send", scope.get(RAW_SEND, send))
         loop = asyncio.get_running_loop()
-        pump = self._pump_task = loop.create_task(self._pump(send))
+        pump = self._pump_task = loop.create_task(self._pump(body_send))
         listener = loop.create_task(receive_disconnect(receive))
-        watchdog = loop.create_task(self._watchdog(send))
+        watchdog = loop.create_task(self._watchdog(body_send))
         self._hub.add(self, record.route)
         outcome: str = "gateway_error"
         error_type: str | None = "internal"
@@ -155,7 +157,7 @@ class StreamRelay:
                 )
             elif self._abort_reason is not None:
                 await self._terminate(
-                    send, "overloaded_error", "The gateway is restarting; retry the request."
+                    body_send, "overloaded_error", "The gateway is restarting; retry the request."
                 )
                 outcome, error_type = "gateway_error", self._abort_reason
         finally:

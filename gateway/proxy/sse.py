@@ -61,6 +61,8 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode ``chunk`` and return the events it completed, in order."""
+        if not chunk:  # keeps a pending CR pending: the LF may come in the next chunk
+            return []
         if self._start:
             chunk = self._buf + chunk
             self._buf = b""
