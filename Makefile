@@ -9,9 +9,9 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests drive for real: the binary each provides, then the package.
 SYSTEM_DEPS := nginx:nginx-light prometheus:prometheus promtool:prometheus \
-               redis-server:redis-server chromium:chromium node:nodejs
+               amtool:prometheus-alertmanager redis-server:redis-server chromium:chromium node:nodejs
 
-.PHONY: run test lint typecheck system-deps bench nginx clean
+.PHONY: run test lint typecheck system-deps bench nginx nginx-stop dashboards render rules-test clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,13 +36,13 @@ system-deps:
 	fi
 
 test: $(STAMP) system-deps
-	$(BIN)/ruff check gateway tests dashboards
+	$(BIN)/ruff check gateway tests dashboards deploy
 	$(BIN)/mypy
 	cd frontend && node --test tests/
 	$(BIN)/pytest -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests dashboards
+	$(BIN)/ruff check gateway tests dashboards deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -50,9 +50,21 @@ typecheck: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/claude-gateway bench
 
-nginx:
-	mkdir -p logs/nginx
+nginx:  # nginx in front of `make run`, on http://127.0.0.1:8080
+	mkdir -p logs
 	nginx -p . -c nginx.conf
+
+nginx-stop:
+	nginx -p . -c nginx.conf -s quit
+
+dashboards: $(STAMP)  # regenerate the committed Grafana JSON from dashboards/build.py
+	$(BIN)/python dashboards/build.py
+
+render: $(STAMP)  # regenerate the Kubernetes renderings of the alert rules and collector config
+	$(BIN)/python deploy/render.py
+
+rules-test:
+	cd deploy/prometheus && promtool test rules alerts_test.yml alerts_slow_burn_test.yml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache logs test-artifacts

@@ -64,14 +64,9 @@ class SSEDecoder:
         if not chunk:  # keeps a pending CR pending: the LF may come in the next chunk
             return []
         if self._start:
-            chunk = self._buf + chunk
-            self._buf = b""
-            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
-                self._buf = chunk
+            chunk = self._strip_bom(chunk)
+            if self._start:
                 return []
-            self._start = False
-            if chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM) :]
         if self._pending_cr:
             self._pending_cr = False
             if chunk.startswith(b"\n"):
@@ -98,6 +93,16 @@ class SSEDecoder:
             pos = nxt
         self._buf = buf[pos:]
         return events
+
+    def _strip_bom(self, chunk: bytes) -> bytes:
+        """Drop a BOM at the very start; hold back a chunk too short to tell."""
+        chunk = self._buf + chunk
+        self._buf = b""
+        if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+            self._buf = chunk
+            return b""
+        self._start = False
+        return chunk[len(_BOM) :] if chunk.startswith(_BOM) else chunk
 
     def _line(self, raw: bytes, events: list[ServerSentEvent]) -> None:
         if not raw:
