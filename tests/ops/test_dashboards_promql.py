@@ -270,3 +270,16 @@ def test_ttft_exemplars_carry_trace_ids(prometheus: str) -> None:
     trace_ids = [e["labels"].get("trace_id", "") for series in data for e in series["exemplars"]]
     assert trace_ids, "no exemplars scraped"
     assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids), trace_ids
+
+
+def test_the_questions_the_observability_issue_asks(prometheus: str) -> None:
+    """TTFT p95 by model, tokens per second by type, tool latency by tool and phase: all answered."""
+    ttft = _query(prometheus, "histogram_quantile(0.95, sum by (le, model) "
+                              "(rate(claude_gateway_time_to_first_token_seconds_bucket[1m])))")
+    assert {s["metric"]["model"] for s in ttft if math.isfinite(float(s["value"][1]))} == {MODEL}
+    tokens = _query(prometheus, "sum by (type) (rate(claude_gateway_tokens_total[1m]))")
+    assert {s["metric"]["type"] for s in tokens if float(s["value"][1]) > 0} >= {"input", "output"}
+    tools = _query(prometheus, "histogram_quantile(0.95, sum by (le, tool, phase) "
+                               "(rate(claude_gateway_tool_duration_seconds_bucket[1m])))")
+    pairs = {(s["metric"]["tool"], s["metric"]["phase"]) for s in tools if math.isfinite(float(s["value"][1]))}
+    assert {("get_weather", "generate"), ("get_weather", "client"), ("calculator", "server")} <= pairs
