@@ -13,7 +13,8 @@ names are in ``SCENARIOS`` (``text``, ``tool_use``, ``thinking``, ``error_400|40
 Per-request headers: ``x-simulator-ttft-ms``, ``x-simulator-tokens-per-second``,
 ``x-simulator-output-tokens`` (text deltas; usage ``output_tokens`` equals it for text turns),
 ``x-simulator-fast: 1|0``, ``x-simulator-retry-after`` (seconds, for 429/529),
-``x-simulator-tool-input`` (a JSON object used as the tool input).
+``x-simulator-tool-input`` (a JSON object used as the tool input). Scenario ``pause_turn``
+answers ``stop_reason: pause_turn`` until the last message is the assistant's own (continued).
 
 Embedding: ``url, stop = await start_embedded(config)`` inside a running loop (port 0, no signal
 handlers); standalone: ``run_simulator(config, host, port)`` (blocking) or

@@ -31,7 +31,7 @@ ERROR_SCENARIOS: dict[str, tuple[int, str, str]] = {
 }
 STREAM_FAULTS = frozenset({"overloaded", "cut", "reset", "stall"})
 SCENARIOS = frozenset({*ERROR_SCENARIOS, *STREAM_FAULTS, "slow_first_token", "text", "tool_use",
-                       "thinking"})
+                       "thinking", "pause_turn"})
 _KEYWORD = re.compile(r"\[sim:([A-Za-z0-9_]+)\]")
 # Stand-in tool when ``tool_use`` is forced on a request that offers none.
 _FALLBACK_TOOL: dict[str, Any] = {
@@ -101,7 +101,7 @@ def build_plan(request: MessagesRequest, scenario: str | None, output_tokens: in
     wants_tool = bool(request.tools) and not request.tool_results
     if scenario == "tool_use":
         wants_tool = True
-    elif scenario == "text":
+    elif scenario in {"text", "pause_turn"}:
         wants_tool = False
     blocks: list[Block] = []
     if request.thinking or scenario == "thinking":
@@ -120,6 +120,9 @@ def build_plan(request: MessagesRequest, scenario: str | None, output_tokens: in
             prefix = f"Based on the tool result ({excerpt}), here is the answer."
         blocks.append(_text_block(content.text_pieces(seed, count, prefix=prefix)))
     stop_reason = "tool_use" if wants_tool else "end_turn"
+    # pause_turn: a long server-side turn paused; the client sends the content back to continue.
+    if scenario == "pause_turn" and request.messages and request.messages[-1].get("role") == "user":
+        stop_reason = "pause_turn"
     blocks, truncated = _fit(blocks, request.max_tokens)
     if truncated:
         stop_reason = "max_tokens"

@@ -192,3 +192,12 @@ def test_cancel_route_stops_the_upstream_at_once(servers: tuple[ServerProcess, S
     while not _cancelled_upstream(sim, since) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _cancelled_upstream(sim, since)
+
+
+def test_pause_turn_is_continued(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    """A pause_turn sends the assistant content back and the loop goes on to end_turn."""
+    _, gw = servers
+    evs = events_of(start(gw, {"prompt": "research this", "tools": []},
+                          **{"x-simulator-scenario": "pause_turn"}))
+    assert [d["stop_reason"] for _, e, d in evs if e == "turn"] == ["pause_turn", "end_turn"]
+    assert next(d for _, e, d in evs if e == "done")["stop_reason"] == "end_turn"
