@@ -13,10 +13,10 @@ from gateway.agent.store import (
     EventStore,
     EventStoreError,
     MemoryEventStore,
-    RedisEventStore,
     create_event_store,
     wait_for_cancel,
 )
+from gateway.agent.store_redis import RedisEventStore
 from gateway.settings import Settings
 
 if TYPE_CHECKING:

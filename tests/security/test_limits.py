@@ -13,10 +13,10 @@ from gateway.security.limits import (
     Lease,
     Limiter,
     MemoryLimits,
-    RedisLimits,
     Rejection,
     create_limiter,
 )
+from gateway.security.limits_redis import RedisLimits
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
