@@ -27,6 +27,7 @@ from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import CollectorRegistry
 
 from gateway.agent.routes import agent_routes
@@ -38,13 +39,13 @@ from gateway.proxy.routes import proxy_routes
 from gateway.proxy.upstream import Upstream
 from gateway.security.auth import KeyAuthenticator
 from gateway.security.limits import create_limiter
-from gateway.state import GatewayState
+from gateway.state import RAW_SEND, GatewayState
 from gateway.telemetry.logs import configure_logging, get_logger
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.stream import Telemetry
 from gateway.telemetry.tool_latency import create_tool_correlation
-from gateway.telemetry.tracing import RecentTraces, TracingMiddleware, build_tracer_provider
+from gateway.telemetry.tracing import RecentTraces, build_tracer_provider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -53,7 +54,23 @@ if TYPE_CHECKING:
 
     from gateway.settings import Settings
 
-__all__ = ("create_app", "create_app_from_env", "package_version")
+__all__ = ("GatewayApp", "create_app", "create_app_from_env", "package_version")
+
+
+class GatewayApp(Litestar):
+    """Litestar, plus the server's unwrapped ``send`` in the scope for stream bodies.
+
+    Between the server and a handler, ``send`` is wrapped by Litestar's exception middleware and
+    the OpenTelemetry ASGI middleware, and each wrapper inspects every message. That matters for
+    the first message (status) and the last (end of the server span) only. The relays write
+    those through the wrapped ``send`` and each body chunk through ``scope[RAW_SEND]``, so a
+    5,000-event stream costs the wrappers two calls, not 5,000.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
+        """Keep the raw ``send``, then run the app."""
+        scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
 
 log = get_logger("gateway")
 FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
@@ -73,7 +90,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     tracer_provider: TracerProvider | None = None,
     environ: Mapping[str, str] | None = None,
-) -> Litestar:
+) -> GatewayApp:
     """Build the gateway app.
 
     Args:
@@ -96,7 +113,7 @@ def create_app(
     if settings.telemetry:
         middleware.append(
             DefineMiddleware(
-                TracingMiddleware,
+                OpenTelemetryMiddleware,  # type: ignore[arg-type]  # a plain ASGI middleware class
                 tracer_provider=provider,
                 exclude_spans=["receive", "send"],
             )
@@ -194,7 +211,7 @@ def create_app(
                 path="/", directories=[FRONTEND_DIR], html_mode=True, include_in_schema=False
             )
         )
-    return Litestar(
+    return GatewayApp(
         route_handlers=handlers,
         lifespan=[lifespan],
         middleware=middleware,

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from gateway.telemetry.stream import Telemetry
     from gateway.telemetry.tracing import RecentTraces
 
-__all__ = ("GatewayState", "state_of")
+__all__ = ("RAW_SEND", "GatewayState", "state_of")
+
+RAW_SEND = "gateway.raw_send"
+"""Scope key holding the server's own ``send``, for stream bodies (see ``app.GatewayApp``)."""
 
 
 @dataclass(slots=True)

@@ -22,8 +22,7 @@ from gateway.errors import RequestRejected
 from gateway.proxy.guard import InputMessage, admit, check_policy
 from gateway.proxy.relay import receive_disconnect
 from gateway.proxy.routes import auth_guard
-from gateway.state import GatewayState, state_of
-from gateway.telemetry.tracing import RAW_SEND
+from gateway.state import RAW_SEND, GatewayState, state_of
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Receive, Scope, Send

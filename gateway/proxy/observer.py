@@ -127,7 +127,10 @@ class StreamObserver:
                 if self.first_delta_at is None:
                     self.first_delta_at = time.perf_counter()
                 continue
-            if name == "ping":
+            if name == "message_stop":
+                self.completed = True
+                continue
+            if not self._wants(name, ev.data):
                 continue
             try:
                 payload = json.loads(ev.data)
@@ -135,6 +138,14 @@ class StreamObserver:
                 continue
             if isinstance(payload, dict):
                 self._rare(name, payload)
+
+    def _wants(self, name: str, data: str) -> bool:
+        """Whether an event is worth a JSON parse: most block starts and stops are not."""
+        if name == "content_block_start":
+            return "tool_use" in data
+        if name == "content_block_stop":
+            return any(tool.stopped is None for tool in self.tools)
+        return name in {"message_start", "message_delta", "error"}
 
     def _rare(self, name: str, payload: dict[str, Any]) -> None:
         if name == "message_start":

@@ -29,8 +29,8 @@ import aiohttp
 
 from gateway.errors import error_event
 from gateway.proxy.upstream import response_headers
+from gateway.state import RAW_SEND
 from gateway.telemetry.stream import outcome_for_error
-from gateway.telemetry.tracing import RAW_SEND
 
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send

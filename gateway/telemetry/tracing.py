@@ -16,7 +16,6 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -24,26 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ("RAW_SEND", "RecentTraces", "TracingMiddleware", "build_tracer_provider", "otlp_configured")
-
-RAW_SEND = "gateway.raw_send"
-"""Scope key holding the server's own ``send``, for stream bodies (see ``TracingMiddleware``)."""
-
-
-class TracingMiddleware(OpenTelemetryMiddleware):
-    """The ASGI server span, with a way around its per-message ``send`` hook for stream bodies.
-
-    ``OpenTelemetryMiddleware`` wraps ``send`` and inspects every message, which only matters
-    for the first (status) and the last (end of the span). The relays write the start and the
-    final message through the wrapped ``send`` and the body chunks through ``scope[RAW_SEND]``,
-    so a 5,000-event stream costs the instrumentation two calls, not 5,000.
-    """
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
-        """Remember the unwrapped ``send`` and run the instrumented app."""
-        scope[RAW_SEND] = send
-        await super().__call__(scope, receive, send)
-
+__all__ = ("RecentTraces", "build_tracer_provider", "otlp_configured")
 
 
 def otlp_configured(environ: Mapping[str, str]) -> bool:
