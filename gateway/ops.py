@@ -14,7 +14,7 @@ from litestar.response.base import ASGIResponse
 from prometheus_client import exposition
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from gateway.proxy.routes import auth_guard
+from gateway.proxy.routes import authenticate
 from gateway.state import state_of
 from gateway.telemetry.metrics import metrics_registry_for_scrape
 
@@ -63,7 +63,7 @@ async def info(request: Request[Any, Any, Any]) -> dict[str, Any]:
     }
 
 
-@get("/v1/gateway/traces", guards=[auth_guard], summary="Recent traces for the local waterfall")
+@get("/v1/gateway/traces", before_request=authenticate, summary="Recent traces for the local waterfall")
 async def traces(request: Request[Any, Any, Any], limit: int = 10) -> dict[str, Any]:
     """The last ``limit`` streams' spans, newest first (empty when the view is off)."""
     state = state_of(request)

@@ -21,7 +21,7 @@ from gateway.agent.events import KEEPALIVE, encode_retry, parse_event_id
 from gateway.errors import RequestRejected
 from gateway.proxy.guard import InputMessage, admit, check_policy
 from gateway.proxy.relay import receive_disconnect
-from gateway.proxy.routes import auth_guard
+from gateway.proxy.routes import authenticate
 from gateway.state import RAW_SEND, GatewayState, state_of
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class AgentStreamResponse:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-@post("/v1/agent/stream", guards=[auth_guard], status_code=200, summary="Start an agent stream")
+@post("/v1/agent/stream", before_request=authenticate, status_code=200, summary="Start an agent stream")
 async def start_stream(request: Request[Any, Any, Any], data: AgentRequest) -> ASGIApp:
     """Run the tool loop server-side and stream the normalized event timeline."""
     state = state_of(request)
@@ -177,7 +177,7 @@ async def _owned(request: Request[Any, Any, Any], stream_id: str) -> GatewayStat
     return state
 
 
-@get("/v1/agent/stream/{stream_id:str}", guards=[auth_guard], summary="Resume an agent stream")
+@get("/v1/agent/stream/{stream_id:str}", before_request=authenticate, summary="Resume an agent stream")
 async def resume_stream(request: Request[Any, Any, Any], stream_id: str) -> ASGIApp:
     """Replay the events after ``Last-Event-ID`` (all, without it), then continue live."""
     state = await _owned(request, stream_id)
@@ -188,7 +188,7 @@ async def resume_stream(request: Request[Any, Any, Any], stream_id: str) -> ASGI
 
 @post(
     "/v1/agent/stream/{stream_id:str}/cancel",
-    guards=[auth_guard],
+    before_request=authenticate,
     status_code=200,
     summary="Cancel an agent stream",
 )

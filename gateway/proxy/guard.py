@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from gateway.security.limits import Limiter
     from gateway.settings import Settings
 
-__all__ = ("Admission", "CountTokensRequest", "MessagesRequest", "admit", "authenticate", "check_policy")
+__all__ = ("Admission", "CountTokensRequest", "MessagesRequest", "admit", "check_key", "check_policy")
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -67,7 +67,7 @@ class Admission:
             await self.lease.release()
 
 
-def authenticate(request: Request[Any, Any, Any], auth: KeyAuthenticator) -> str:
+def check_key(request: Request[Any, Any, Any], auth: KeyAuthenticator) -> str:
     """Return the caller's key id, or refuse with 401."""
     result = auth.authenticate(request.headers)
     if not result.ok:

@@ -101,16 +101,24 @@ class StreamObserver:
         end += 2
         whole = data if end == len(data) else data[:end]
         self._tail = data[end:]
-        blocks = whole.count(b"\n\n")
         deltas = whole.count(_DELTA_LINE) + whole.startswith(_DELTA_HEAD)
-        if deltas == blocks:
-            if deltas:
-                self.events += deltas
-                self.deltas += deltas
-                if self.first_delta_at is None:
-                    self.first_delta_at = time.perf_counter()
+        if deltas == whole.count(b"\n\n"):
+            self._count_deltas(deltas)
             return
-        self._handle(SSEDecoder().feed(whole))
+        # A mix: only the events that are not deltas are decoded (a reader that fell behind
+        # gets many events per chunk, nearly all deltas).
+        for block in whole.split(b"\n\n"):
+            if block.startswith(_DELTA_HEAD):
+                self._count_deltas(1)
+            elif block:
+                self._handle(SSEDecoder().feed(block + b"\n\n"))
+
+    def _count_deltas(self, n: int) -> None:
+        if n:
+            self.events += n
+            self.deltas += n
+            if self.first_delta_at is None:
+                self.first_delta_at = time.perf_counter()
 
     def _slow(self, chunk: bytes) -> None:
         if self._decoder is None:

@@ -21,7 +21,7 @@ from gateway.proxy.guard import (
     CountTokensRequest,
     MessagesRequest,
     admit,
-    authenticate,
+    check_key,
     check_policy,
 )
 from gateway.proxy.relay import StreamRelay
@@ -32,11 +32,9 @@ from gateway.telemetry.stream import outcome_for_error
 from gateway.telemetry.tool_latency import extract_tool_result_ids
 
 if TYPE_CHECKING:
-    from litestar.connection import ASGIConnection
-    from litestar.handlers import BaseRouteHandler
     from litestar.types import ASGIApp
 
-__all__ = ("auth_guard", "proxy_routes", "request_id_of")
+__all__ = ("authenticate", "proxy_routes", "request_id_of")
 
 
 def request_id_of(request: Request[Any, Any, Any]) -> str:
@@ -49,11 +47,14 @@ def request_id_of(request: Request[Any, Any, Any]) -> str:
     return str(rid)
 
 
-async def auth_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Litestar guard: authenticate before the body is even read."""
-    state: GatewayState = connection.app.state.gateway
-    connection.scope.setdefault("state", {})["received"] = time.perf_counter()
-    connection.scope["state"]["key_id"] = authenticate(connection, state.auth)  # type: ignore[arg-type]
+async def authenticate(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` hook: authenticate before the body is even read.
+
+    A hook rather than a guard: Litestar copies the route handler for every guard call.
+    """
+    state = state_of(request)
+    request.scope.setdefault("state", {})["received"] = time.perf_counter()
+    request.scope["state"]["key_id"] = check_key(request, state.auth)
 
 
 def _key_id(request: Request[Any, Any, Any]) -> str:
@@ -76,7 +77,7 @@ async def _observe_client_tools(state: GatewayState, body: bytes) -> None:
         metrics.telemetry_errors.labels("tool_correlation").inc()
 
 
-@post("/v1/messages", guards=[auth_guard], status_code=200, summary="Create a Message (stream or not)")
+@post("/v1/messages", before_request=authenticate, status_code=200, summary="Create a Message")
 async def create_message(request: Request[Any, Any, Any], data: MessagesRequest) -> ASGIApp:
     """Anthropic Messages API; streams are relayed byte for byte."""
     state = state_of(request)
@@ -183,20 +184,20 @@ async def _pass_through(
     )
 
 
-@post("/v1/messages/count_tokens", guards=[auth_guard], status_code=200, summary="Count tokens")
+@post("/v1/messages/count_tokens", before_request=authenticate, status_code=200, summary="Count tokens")
 async def count_tokens(request: Request[Any, Any, Any], data: CountTokensRequest) -> ASGIApp:
     """Anthropic count_tokens, passed through."""
     check_policy(state_of(request).settings, data.model, None)
     return await _pass_through(request, "POST", "/v1/messages/count_tokens", await request.body())
 
 
-@get("/v1/models", guards=[auth_guard], summary="List models")
+@get("/v1/models", before_request=authenticate, summary="List models")
 async def list_models(request: Request[Any, Any, Any]) -> ASGIApp:
     """Anthropic models list, passed through."""
     return await _pass_through(request, "GET", "/v1/models", None)
 
 
-@get("/v1/models/{model_id:str}", guards=[auth_guard], summary="Get a model")
+@get("/v1/models/{model_id:str}", before_request=authenticate, summary="Get a model")
 async def get_model(request: Request[Any, Any, Any], model_id: str) -> ASGIApp:
     """One Anthropic model, passed through."""
     return await _pass_through(request, "GET", f"/v1/models/{quote(model_id, safe='')}", None)
