@@ -7,7 +7,6 @@ ends the command with one line naming the variable and exit status 2.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
@@ -65,14 +64,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
-    from gateway.simulator import SimulatorConfig, serve_simulator  # noqa: PLC0415
+    from gateway.simulator import SimulatorConfig, run_simulator  # noqa: PLC0415
 
-    settings = _settings()
-    config = SimulatorConfig.from_settings(settings)
-    if args.fast:
-        config = SimulatorConfig.from_settings(settings.with_changes(sim_fast=True))
+    settings = _settings(sim_fast=True if args.fast else None)
     print(f"claude-gateway simulator on http://{args.host}:{args.port}", file=sys.stderr)
-    asyncio.run(serve_simulator(config, args.host, args.port))
+    run_simulator(SimulatorConfig.from_settings(settings), args.host, args.port)
     return 0
 
 

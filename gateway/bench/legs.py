@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.bench.load import LoadState, run_load, stream_body
+from gateway.bench.load import LoadState, pacing_headers, run_load, stream_body
 from gateway.bench.procs import cpu_seconds, rss_bytes, tree
 
 if TYPE_CHECKING:
@@ -104,8 +104,9 @@ async def run_phase(
     cpu0 = sampler.cpu_now()
     sampler.start()
     state = await run_load(
-        url, concurrency=conc, duration=duration, body=stream_body(cfg.output_tokens, token_rate),
-        headers=cfg.headers, streams_per_worker=streams_per_worker, ramp_seconds=ramp_seconds,
+        url, concurrency=conc, duration=duration, body=stream_body(cfg.output_tokens),
+        headers={**cfg.headers, **pacing_headers(cfg.output_tokens, token_rate)},
+        streams_per_worker=streams_per_worker, ramp_seconds=ramp_seconds,
         record_gaps=record_gaps, on_tick=on_tick,
     )
     await sampler.stop()

@@ -18,19 +18,34 @@ import aiohttp
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("LoadState", "run_load", "stream_body")
+__all__ = ("LoadState", "pacing_headers", "run_load", "stream_body")
 
 _DELTA = b"content_block_delta"
 _STOP = b"message_stop"
 
 
-def stream_body(output_tokens: int, token_rate: float) -> bytes:
-    """The request body: fixed text plus the pacing marker ``gateway.bench.simserver`` reads."""
-    marker = f"[bench:events={output_tokens},rate={token_rate:g}]".encode()
+def stream_body(output_tokens: int) -> bytes:
+    """The request body of every bench stream (the pacing travels in ``pacing_headers``)."""
     return (
         b'{"model":"claude-sonnet-4-5","max_tokens":' + str(output_tokens * 4 + 256).encode()
-        + b',"stream":true,"messages":[{"role":"user","content":"Benchmark the relay. ' + marker + b'"}]}'
+        + b',"stream":true,"messages":[{"role":"user","content":"Benchmark the relay."}]}'
     )
+
+
+def pacing_headers(output_tokens: int, token_rate: float) -> dict[str, str]:
+    """The simulator's ``x-simulator-*`` headers for one phase (``token_rate`` 0 = fast).
+
+    nginx passes them on, and the gateway passes them to a loopback upstream, so every leg
+    gets the same streams from the same simulator.
+    """
+    headers = {"x-simulator-output-tokens": str(output_tokens), "x-simulator-scenario": "text",
+               "x-simulator-ttft-ms": "0"}
+    if token_rate <= 0:
+        headers["x-simulator-fast"] = "1"
+    else:
+        headers["x-simulator-fast"] = "0"
+        headers["x-simulator-tokens-per-second"] = f"{token_rate:g}"
+    return headers
 
 
 @dataclass

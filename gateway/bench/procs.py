@@ -153,13 +153,11 @@ def _spawn(name: str, args: list[str], env: dict[str, str], port: int, health: s
     return proc
 
 
-def start_simulator(output_tokens: int, token_rate: float, ttft_ms: float) -> Proc:
-    """The paced simulator (``gateway.bench.simserver``) on a free port."""
+def start_simulator() -> Proc:
+    """``claude-gateway simulator --fast`` on a free port (requests set their own pacing)."""
     port = free_port()
-    args = [sys.executable, "-m", "gateway.bench.simserver", "--port", str(port),
-            "--output-tokens", str(output_tokens), "--token-rate", f"{token_rate:g}",
-            "--ttft-ms", f"{ttft_ms:g}"]
-    return _spawn("simulator", args, {}, port, "/v1/models")
+    args = [sys.executable, "-m", "gateway", "simulator", "--port", str(port), "--fast"]
+    return _spawn("simulator", args, {"GATEWAY_ENV_FILE": ""}, port, "/_simulator/stats")
 
 
 def start_gateway(upstream: str, *, telemetry: bool, workers: int, max_streams: int) -> Proc:

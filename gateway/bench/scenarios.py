@@ -47,7 +47,7 @@ class Context:
 
     def start_sim(self) -> str:
         """Start the paced simulator (core 0) and pin this process next to it."""
-        self.sim = procs.start_simulator(self.cfg.output_tokens, 0, 0)
+        self.sim = procs.start_simulator()
         procs.pin([*self.sim.pids(), os.getpid()], self.gen_cores)
         return self.sim.url
 
