@@ -21,36 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.proxy.sse import ServerSentEvent, SSEDecoder
+from gateway.telemetry.pricing import Usage
 
-__all__ = ("StreamObserver", "ToolBlock", "Usage")
+__all__ = ("StreamObserver", "ToolBlock")
 
 _DELTA_LINE = b"\nevent: content_block_delta\n"
 _DELTA_HEAD = b"event: content_block_delta\n"
-
-
-@dataclass(slots=True)
-class Usage:
-    """Token usage as Anthropic reports it (cumulative)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-
-    def update(self, raw: dict[str, Any]) -> None:
-        """Overwrite the fields present in an Anthropic ``usage`` object."""
-        if (v := raw.get("input_tokens")) is not None:
-            self.input_tokens = int(v)
-        if (v := raw.get("output_tokens")) is not None:
-            self.output_tokens = int(v)
-        if (v := raw.get("cache_read_input_tokens")) is not None:
-            self.cache_read_tokens = int(v)
-        if (v := raw.get("cache_creation_input_tokens")) is not None:
-            self.cache_write_tokens = int(v)
-        creation = raw.get("cache_creation")
-        if isinstance(creation, dict) and (v := creation.get("ephemeral_1h_input_tokens")) is not None:
-            self.cache_write_1h_tokens = int(v)
 
 
 @dataclass(slots=True)

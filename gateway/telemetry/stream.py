@@ -23,7 +23,6 @@ from gateway.proxy.observer import StreamObserver
 from gateway.telemetry.logs import get_logger
 from gateway.telemetry.metrics import multiprocess_enabled
 from gateway.telemetry.models import normalize_model
-from gateway.telemetry.pricing import Usage as PricedUsage
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -160,15 +159,7 @@ class StreamRecord:
         }
 
     def _cost(self) -> float:
-        u = self.observer.final_usage()
-        priced = PricedUsage(
-            input_tokens=u.input_tokens,
-            output_tokens=u.output_tokens,
-            cache_read_tokens=u.cache_read_tokens,
-            cache_write_tokens=u.cache_write_tokens,
-            cache_write_1h_tokens=u.cache_write_1h_tokens,
-        )
-        return self.telemetry.prices.cost_usd(self.observer.model or self.model, priced)
+        return self.telemetry.prices.cost_usd(self.observer.model or self.model, self.observer.final_usage())
 
     async def finish(self, outcome: str, error_type: str | None = None) -> None:
         """Record the stream once: span, metrics, log line, tool correlation. Never raises."""
