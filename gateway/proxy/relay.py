@@ -30,6 +30,7 @@ import aiohttp
 from gateway.errors import error_event
 from gateway.proxy.upstream import response_headers
 from gateway.state import RAW_SEND
+from gateway.telemetry.logs import get_logger
 from gateway.telemetry.stream import outcome_for_error
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from gateway.telemetry.stream import StreamRecord
 
 __all__ = ("KEEPALIVE", "Abortable", "RelayHub", "StreamRelay", "receive_disconnect")
+
+log = get_logger("gateway.relay")
 
 KEEPALIVE = b": keepalive\n\n"
 _BASE_HEADERS = [
@@ -148,7 +151,11 @@ class StreamRelay:
         try:
             await asyncio.wait((pump, listener, watchdog), return_when=asyncio.FIRST_COMPLETED)
             if pump.done() and not pump.cancelled():
-                outcome, error_type = pump.result()
+                if pump.exception() is None:
+                    outcome, error_type = pump.result()
+                else:  # a bug of ours: still end the stream with an event, not a silent cut
+                    log.error("relay.failed", exc_info=pump.exception())
+                    await self._terminate(body_send, "api_error", "Internal gateway error.")
             elif listener.done() or watchdog.done():
                 outcome = "client_disconnect"
                 error_type = "slow_client" if watchdog.done() else None

@@ -1,0 +1,100 @@
+"""The relay's own failure paths, with hand-written receive/send and a scripted upstream body."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from gateway.proxy.relay import RelayHub, StreamRelay
+from gateway.settings import Settings
+from gateway.telemetry.metrics import GatewayMetrics
+from gateway.telemetry.pricing import PriceTable
+from gateway.telemetry.stream import Telemetry
+from gateway.telemetry.tool_latency import create_tool_correlation
+
+START = b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"x","usage":{"input_tokens":3}}}\n\n'
+DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}\n\n'
+
+
+class FakeContent:
+    def __init__(self, chunks: list[bytes], then: float = 0.0) -> None:
+        self.chunks, self.then = chunks, then
+
+    async def iter_any(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+        await asyncio.sleep(self.then)
+
+
+class FakeResponse:
+    def __init__(self, chunks: list[bytes], then: float = 0.0) -> None:
+        self.headers = {"request-id": "req_1"}
+        self.content = FakeContent(chunks, then)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def relay_for(resp: FakeResponse, **settings: Any) -> tuple[StreamRelay, GatewayMetrics, RelayHub]:
+    s = Settings(**settings)
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry, version="t", max_streams=10)
+    telemetry = Telemetry(metrics, TracerProvider().get_tracer("t"), PriceTable.load(None),
+                          create_tool_correlation(s))
+    hub = RelayHub(s, metrics)
+    record = telemetry.begin("/v1/messages", "x", stream=True, max_tokens=8, received=0.0)
+    return StreamRelay(resp, record, hub, []), metrics, hub  # type: ignore[arg-type]
+
+
+async def never_disconnects() -> dict[str, Any]:
+    await asyncio.sleep(3600)
+    return {"type": "http.disconnect"}
+
+
+async def test_a_failing_send_still_ends_with_an_error_event() -> None:
+    """An exception inside the pump (here: the second write fails) ends the stream with an event."""
+    resp = FakeResponse([START, DELTA, DELTA])
+    relay, metrics, hub = relay_for(resp)
+    sent: list[dict[str, Any]] = []
+    writes = 0
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal writes
+        if message["type"] == "http.response.body" and message.get("more_body") and b"event: error" not in message["body"]:
+            writes += 1
+            if writes == 2:
+                raise RuntimeError("boom")
+        sent.append(message)
+
+    await asyncio.wait_for(relay({"type": "http"}, never_disconnects, send), 5)
+    bodies = b"".join(m.get("body", b"") for m in sent)
+    assert bodies.endswith(b'"message":"Internal gateway error."}}\n\n')
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert resp.closed
+    assert not hub.live
+    assert metrics.requests.labels("/v1/messages", "gateway_error")._value.get() == 1
+
+
+async def test_keepalive_only_between_events_and_drain_abort() -> None:
+    """A quiet upstream gets keepalive comments; a drain abort ends it with a retryable error."""
+    resp = FakeResponse([START], then=3600)
+    relay, metrics, hub = relay_for(resp, keepalive_seconds=0.1, send_timeout=5)
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message.get("body", b""))
+
+    task = asyncio.create_task(relay({"type": "http"}, never_disconnects, send))
+    await asyncio.sleep(0.5)
+    assert b": keepalive\n\n" in sent
+    hub.abort_all("drain")
+    await asyncio.wait_for(task, 5)
+    body = b"".join(sent)
+    assert body.startswith(START)
+    assert b'"type":"overloaded_error"' in body
+    assert resp.closed
+    assert metrics.stream_errors.labels("/v1/messages", "drain")._value.get() == 1
