@@ -21,12 +21,13 @@ DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index
 
 class FakeContent:
     def __init__(self, chunks: list[bytes], then: float = 0.0) -> None:
-        self.chunks, self.then = chunks, then
+        self.chunks, self.then = list(chunks), then
 
-    async def iter_any(self) -> Any:
-        for chunk in self.chunks:
-            yield chunk
+    async def readany(self) -> bytes:
+        if self.chunks:
+            return self.chunks.pop(0)
         await asyncio.sleep(self.then)
+        return b""
 
 
 class FakeResponse:
