@@ -231,14 +231,9 @@ class AgentLoop:
                                 "tool_input", {"tool_id": block.get("id"), "partial": delta["partial_json"]}
                             )
                 elif kind == "content_block_start":
-                    block = dict(payload["content_block"])
+                    block = _param_block(payload["content_block"])
                     blocks[payload["index"]] = block
-                    if block.get("type") == "text":
-                        block["text"] = block.get("text") or ""
-                        block.pop("citations", None)
-                    elif block.get("type") == "thinking":
-                        block["thinking"] = block.get("thinking") or ""
-                    elif block.get("type") == "tool_use":
+                    if block.get("type") == "tool_use":
                         self.tool_names.append(str(block.get("name")))
                         await self.emit(
                             "tool_start",
@@ -313,6 +308,26 @@ class _nullcontext:  # noqa: N801 - mirrors contextlib.nullcontext, typed for us
 
     def __exit__(self, *_: object) -> None:
         return None
+
+
+def _param_block(start: dict[str, Any]) -> dict[str, Any]:
+    """The block as it goes back in the next request: only the fields a block param has.
+
+    Response blocks carry extra fields (``citations: null``, a tool call's ``caller``) that the
+    request schema does not take; thinking blocks must go back with their text and signature.
+    """
+    kind = start.get("type")
+    if kind == "text":
+        return {"type": "text", "text": start.get("text") or ""}
+    if kind == "thinking":
+        return {
+            "type": "thinking",
+            "thinking": start.get("thinking") or "",
+            "signature": start.get("signature") or "",
+        }
+    if kind == "tool_use":
+        return {"type": "tool_use", "id": start.get("id"), "name": start.get("name"), "input": {}}
+    return dict(start)  # redacted_thinking, server tool blocks: back unchanged
 
 
 def _upstream_message(body: bytes) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -49,6 +50,19 @@ class AgentRequest(msgspec.Struct, forbid_unknown_fields=True):
     tools: list[str] | None = None
 
 
+_MANUAL_THINKING = re.compile(r"^claude-(3|(opus|sonnet|haiku)-4-[015](-|$))")
+
+
+def thinking_config(model: str, max_tokens: int) -> dict[str, Any]:
+    """The ``thinking`` parameter a model takes: a token budget up to the 4.5 family, else adaptive.
+
+    Newer models reject ``enabled`` with a budget (400) and decide the depth themselves.
+    """
+    if _MANUAL_THINKING.match(model):
+        return {"type": "enabled", "budget_tokens": max(1024, min(max_tokens // 2, 16_000))}
+    return {"type": "adaptive", "display": "summarized"}
+
+
 def _anthropic_request(state: GatewayState, data: AgentRequest) -> dict[str, Any]:
     if (data.prompt is None) == (data.messages is None):
         raise RequestRejected(400, "exactly one of prompt or messages is required")
@@ -74,9 +88,8 @@ def _anthropic_request(state: GatewayState, data: AgentRequest) -> dict[str, Any
     if data.system:
         body["system"] = data.system
     if data.thinking:
-        budget = max(1024, min(data.max_tokens // 2, 16_000))
-        body["max_tokens"] = max(data.max_tokens, budget + 1024)
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        body["thinking"] = thinking_config(body["model"], data.max_tokens)
+        body["max_tokens"] = max(data.max_tokens, body["thinking"].get("budget_tokens", 0) + 1024)
     check_policy(state.settings, body["model"], body["max_tokens"])
     return body
 
