@@ -187,6 +187,7 @@ class StreamRecord:
             trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
             if ctx.trace_flags.sampled and not multiprocess_enabled():
                 exemplar = {"trace_id": trace_id}
+            self._end_span(self.span, outcome, error_type, usage, now)  # first: its figures are final
         ttft = self.ttft
         if obs.first_delta_at is not None and self.upstream_sent is not None:
             m.upstream_ttft.labels(label).observe(obs.first_delta_at - self.upstream_sent, exemplar)
@@ -226,8 +227,6 @@ class StreamRecord:
             )
             if tool.stopped is not None:
                 await tel.correlation.remember(tool.tool_id, tool.name, time.time())
-        if self.span is not None:
-            self._end_span(self.span, outcome, error_type, usage, now)
         if self.agent_turn:
             return
         log.info(

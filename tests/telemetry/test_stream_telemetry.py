@@ -61,9 +61,12 @@ def test_plain_stream(gw: InProcessGateway) -> None:
     assert attrs["gen_ai.response.time_to_first_chunk"] > 0
     assert [e.name for e in chat.events] == ["gen_ai.first_token"]
     assert chat.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736  # continued from traceparent
-    server = [s for s in gw.exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     assert chat.parent is not None
-    assert chat.parent.span_id in {s.context.span_id for s in server}
+    deadline = time.monotonic() + 5  # the server span ends with the response's last message
+    while chat.parent.span_id not in {s.context.span_id for s in gw.exporter.get_finished_spans()
+                                      if s.kind is SpanKind.SERVER}:
+        assert time.monotonic() < deadline, "the chat span's parent is not the server span"
+        time.sleep(0.02)
     labels = {"route": ROUTE, "model": MODEL}
     assert gw.sample("claude_gateway_time_to_first_token_seconds_count", labels) == 1
     assert gw.sample("claude_gateway_overhead_seconds_count", {"route": ROUTE}) == 1
