@@ -151,10 +151,6 @@ class Settings:
         default=15.0, metadata=_env("GATEWAY_KEEPALIVE_SECONDS", _positive_float)
     )
     """Idle seconds before a ``: keepalive`` comment is written to the client."""
-    client_buffer_bytes: int = field(
-        default=4 * 1024 * 1024, metadata=_env("GATEWAY_CLIENT_BUFFER_BYTES", _positive_int)
-    )
-    """Bytes a slow client may fall behind before it is disconnected."""
     send_timeout: float = field(default=30.0, metadata=_env("GATEWAY_SEND_TIMEOUT", _positive_float))
     """Seconds one write to a client may block before the client is dropped as too slow."""
     drain_seconds: float = field(default=30.0, metadata=_env("GATEWAY_DRAIN_SECONDS", _non_negative_float))
