@@ -141,6 +141,7 @@ class AgentLoop:
             received=time.perf_counter(),
             stream_id=self.stream_id,
             agent_turn=True,
+            messages=messages,
         )
         record.upstream_sent = time.perf_counter()
         try:

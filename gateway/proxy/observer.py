@@ -56,6 +56,9 @@ class StreamObserver:
     events: int = 0
     first_delta_at: float | None = None
     tools: list[ToolBlock] = field(default_factory=list)
+    capture: bool = False
+    """Keep the output text (content capture, opted in): every delta is decoded then."""
+    output_text: list[str] = field(default_factory=list)
     _tail: bytes = b""
     _decoder: SSEDecoder | None = None
 
@@ -66,7 +69,7 @@ class StreamObserver:
 
     def feed(self, chunk: bytes) -> None:
         """Observe one chunk of the upstream's bytes."""
-        if self._decoder is not None or b"\r" in chunk:
+        if self._decoder is not None or self.capture or b"\r" in chunk:
             self._slow(chunk)
             return
         data = self._tail + chunk if self._tail else chunk
@@ -110,6 +113,8 @@ class StreamObserver:
                 self.deltas += 1
                 if self.first_delta_at is None:
                     self.first_delta_at = time.perf_counter()
+                if self.capture:
+                    self._capture(ev.data)
                 continue
             if name == "message_stop":
                 self.completed = True
@@ -122,6 +127,14 @@ class StreamObserver:
                 continue
             if isinstance(payload, dict):
                 self._rare(name, payload)
+
+    def _capture(self, data: str) -> None:
+        try:
+            delta = json.loads(data).get("delta") or {}
+        except (ValueError, AttributeError):
+            return
+        if delta.get("type") == "text_delta":
+            self.output_text.append(str(delta.get("text", "")))
 
     def _wants(self, name: str, data: str) -> bool:
         """Whether an event is worth a JSON parse: most block starts and stops are not."""
@@ -175,6 +188,12 @@ class StreamObserver:
         if not isinstance(message, dict):
             return
         self._rare("message_start", {"message": message})
+        if self.capture:
+            self.output_text = [
+                str(b.get("text", ""))
+                for b in message.get("content") or []
+                if isinstance(b, dict) and b.get("type") == "text"
+            ]
         self.saw_message_delta = True
         self.stop_reason = message.get("stop_reason")
         self.completed = True

@@ -13,6 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import msgspec
 from litestar import Request, get, post
 from litestar.response.base import ASGIResponse
 
@@ -88,7 +89,12 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
     body = await request.body()
     admission = await admit(state.limiter, _key_id(request), stream=data.stream)
     record = state.telemetry.begin(
-        ROUTE_MESSAGES, data.model, stream=data.stream, max_tokens=data.max_tokens, received=received
+        ROUTE_MESSAGES,
+        data.model,
+        stream=data.stream,
+        max_tokens=data.max_tokens,
+        received=received,
+        messages=msgspec.to_builtins(data.messages) if state.telemetry.capture_content else None,
     )
     rid = request_id_of(request)
     try:

@@ -12,6 +12,7 @@ overhead is (upstream request sent - received) + (first delta written - first de
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -73,15 +74,18 @@ class Telemetry:
         received: float,
         stream_id: str | None = None,
         agent_turn: bool = False,
+        messages: object = None,
     ) -> StreamRecord:
         """Start the record of one upstream call; ``received`` is a ``perf_counter`` time.
 
         An ``agent_turn`` record counts the call (tokens, cost, upstream TTFT, generate phase,
         span) but not the request: the agent stream records those once, for all its turns.
+        ``messages`` (the request's) go on the span only when content capture is opted in.
         """
         label = normalize_model(model, self.prices.known_models) if self.metrics is not None else "other"
         record = StreamRecord(self, route, model, label, stream, received)
         record.agent_turn = agent_turn
+        record.observer.capture = self.capture_content
         if self.tracer is not None:
             attrs: dict[str, Any] = {
                 "gen_ai.operation.name": "chat",
@@ -94,6 +98,8 @@ class Telemetry:
                 attrs["gen_ai.request.max_tokens"] = max_tokens
             if stream_id:
                 attrs["gateway.stream_id"] = stream_id
+            if self.capture_content and messages is not None:
+                attrs["gen_ai.input.messages"] = json.dumps(messages, separators=(",", ":"), default=str)
             record.span = self.tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attrs)
         return record
 
@@ -272,6 +278,9 @@ class StreamRecord:
         }
         if obs.stop_reason:
             attrs["gen_ai.response.finish_reasons"] = [obs.stop_reason]
+        if obs.capture:
+            output = [{"role": "assistant", "parts": [{"type": "text", "content": "".join(obs.output_text)}]}]
+            attrs["gen_ai.output.messages"] = json.dumps(output, separators=(",", ":"))
         if self.status:
             attrs["http.response.status_code"] = self.status
         if self.request_id:

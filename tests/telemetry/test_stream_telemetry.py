@@ -83,6 +83,7 @@ def test_plain_stream(gw: InProcessGateway) -> None:
     assert line["request_id"].startswith("req_")
     assert line["cost_usd"] > 0
     assert "Paris" not in json.dumps(line)  # no prompt content unless opted in
+    assert "gen_ai.input.messages" not in attrs
 
 
 def test_tool_stream_and_client_phase(gw: InProcessGateway) -> None:
@@ -165,3 +166,17 @@ def test_telemetry_failure_never_fails_a_stream(gw: InProcessGateway) -> None:
     data = stream(gw, body(tools=TOOLS))
     assert data.rstrip().endswith(b'data: {"type":"message_stop"}')
     gw.wait_for("claude_gateway_telemetry_errors_total", {"component": "stream"}, 1)
+
+
+def test_content_is_captured_only_when_opted_in() -> None:
+    """With OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, the chat span holds the prompt and the answer."""
+    with serve_in_thread(capture_content=True) as gw:
+        data = stream(gw, body())
+        gw.wait_for("claude_gateway_requests_total", {"route": ROUTE, "outcome": "ok"}, 1)
+        (chat,) = gw.spans("chat ")
+        attrs = dict(chat.attributes or {})
+        assert "Tell me about Paris" in attrs["gen_ai.input.messages"]
+        output = json.loads(attrs["gen_ai.output.messages"])[0]["parts"][0]["content"]
+        texts = [json.loads(line[6:])["delta"]["text"] for line in data.decode().splitlines()
+                 if line.startswith("data: ") and '"text_delta"' in line]
+        assert output == "".join(texts)
