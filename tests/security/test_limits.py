@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING
 
-import pytest
 from redis.asyncio import Redis
 
 from gateway.security.limits import (
@@ -18,24 +17,12 @@ from gateway.security.limits import (
 )
 from gateway.security.limits_redis import RedisLimits
 from gateway.settings import Settings
+from tests.support.clock import Clock
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    pass
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def prefix() -> str:

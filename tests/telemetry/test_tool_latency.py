@@ -7,7 +7,6 @@ import json
 import uuid
 from typing import TYPE_CHECKING
 
-import pytest
 from redis.asyncio import Redis
 
 from gateway.settings import Settings
@@ -17,24 +16,12 @@ from gateway.telemetry.tool_latency import (
     create_tool_correlation,
     extract_tool_result_ids,
 )
+from tests.support.clock import Clock
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    pass
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 # --- memory ---------------------------------------------------------------------------------
@@ -50,7 +37,7 @@ async def test_memory_remember_and_take_many_removes() -> None:
 
 
 async def test_memory_ttl_expires() -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     store = MemoryToolCorrelation(ttl=10, max_entries=10, clock=clock)
     await store.remember("old", "t", clock.now)
     clock.now += 5
@@ -60,7 +47,7 @@ async def test_memory_ttl_expires() -> None:
 
 
 async def test_memory_bounded_evicts_oldest_and_purges_expired() -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     store = MemoryToolCorrelation(ttl=10, max_entries=3, clock=clock)
     for i in range(5):
         await store.remember(f"id{i}", f"t{i}", float(i))
