@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.support.servers import ROOT, free_port
+from tests.support.servers import ROOT, free_port, stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -129,12 +129,7 @@ def run_nginx(
                 time.sleep(0.02)
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc, timeout=10)
             if proc.stderr:
                 proc.stderr.close()
 

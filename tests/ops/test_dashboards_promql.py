@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.servers import ROOT, free_port, run_gateway, wait_http
+from tests.support.servers import ROOT, free_port, run_gateway, stop_process, wait_http
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -90,12 +90,7 @@ def run_prometheus(target_port: int) -> Iterator[str]:
                     raise RuntimeError(log_path.read_text()) from None
                 yield url
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+                stop_process(proc, timeout=10)
 
 
 def _wait_first_scrape(url: str, timeout: float = 20) -> None:

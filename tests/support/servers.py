@@ -18,12 +18,14 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-__all__ = ("ServerProcess", "free_port", "run_gateway", "run_redis", "run_simulator", "wait_http")
+__all__ = (
+    "ServerProcess", "free_port", "run_gateway", "run_redis", "run_simulator", "stop_process", "wait_http",
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +54,18 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
 
 
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    """Send ``sig``, wait up to ``timeout``, then kill; return the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
 @dataclass
 class ServerProcess:
     """A server started for a test; ``log`` holds what it printed (stdout and stderr)."""
@@ -72,14 +86,7 @@ class ServerProcess:
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send ``sig`` and wait for the process to exit; return its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
 
 def _spawn(args: list[str], env: Mapping[str, str], health: str, port: int) -> ServerProcess:
@@ -150,5 +157,4 @@ def run_redis() -> Iterator[str]:
                 time.sleep(0.05)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_process(proc, timeout=10)
