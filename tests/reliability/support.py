@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from tests.support.fake_upstream import read_request
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -299,16 +301,8 @@ class ScriptedUpstream:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = lines[0].split(" ", 2)
-            headers = {}
-            for line in lines[1:]:
-                if ":" in line:
-                    k, _, v = line.partition(":")
-                    headers[k.strip().lower()] = v.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            seen = Seen(method, path, headers, body, time.time())
+            request = await read_request(reader)
+            seen = Seen(request.method, request.path, request.headers, request.body, time.time())
             self.seen.append(seen)
             handler = self.handlers.pop(0) if len(self.handlers) > 1 else self.handlers[0]
             await handler(writer, seen)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ("FakeUpstream", "Reply", "SeenRequest")
+__all__ = ("FakeUpstream", "Reply", "SeenRequest", "read_request")
 
 
 @dataclass
@@ -40,6 +40,20 @@ class SeenRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+
+
+async def read_request(reader: asyncio.StreamReader) -> SeenRequest:
+    """Read one HTTP/1.1 request (head and ``content-length`` body) off a raw connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return SeenRequest(method, path, headers, body)
 
 
 class FakeUpstream:
@@ -85,16 +99,7 @@ class FakeUpstream:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
-                headers = {}
-                for line in lines[1:]:
-                    if ":" in line:
-                        k, v = line.split(":", 1)
-                        headers[k.strip().lower()] = v.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                self.seen.append(SeenRequest(method, path, headers, body))
+                self.seen.append(await read_request(reader))
                 if not await self._reply(reader, writer, self._next_reply()):
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
