@@ -72,6 +72,7 @@ class GatewayApp(Litestar):
         scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
 
+
 log = get_logger("gateway")
 FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
 
@@ -165,7 +166,6 @@ def create_app(
             limiter=limiter,
             recent=recent,
             agent=AgentRunner(settings, upstream, telemetry, hub, provider),
-            simulated=settings.simulated,
         )
         app.state.gateway = state
         restore = _chain_sigterm(state)

@@ -56,7 +56,7 @@ async def info(request: Request[Any, Any, Any]) -> dict[str, Any]:
     models = sorted(state.telemetry.prices.known_models)
     return {
         "version": state.version,
-        "simulated": state.simulated,
+        "simulated": state.settings.simulated,
         "models": models,
         "default_model": state.agent.default_model,
         "auth_required": state.auth.enabled,

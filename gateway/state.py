@@ -39,7 +39,6 @@ class GatewayState:
     limiter: Limiter
     recent: RecentTraces | None
     agent: AgentRunner
-    simulated: bool
     started: float = field(default_factory=time.time)
 
 

@@ -156,13 +156,9 @@ async def start_stream(request: Request[Any, Any, Any], data: AgentRequest) -> A
     """Run the tool loop server-side and stream the normalized event timeline."""
     state = state_of(request)
     received = request.scope["state"]["received"]
-    if state.hub.draining:
-        raise RequestRejected(
-            503, "The gateway is shutting down; retry on another instance.", reason="draining"
-        )
     body = _anthropic_request(state, data)
     key_id = str(request.scope["state"]["key_id"])
-    admission = await admit(state.limiter, key_id, stream=True)
+    admission = await admit(state.limiter, key_id, stream=True, draining=state.hub.draining)
     max_turns = data.max_turns or state.settings.agent_max_turns
     try:
         run = await state.agent.launch(

@@ -88,8 +88,15 @@ def check_policy(settings: Settings, model: str, max_tokens: int | None) -> None
         )
 
 
-async def admit(limiter: Limiter, key_id: str, *, stream: bool) -> Admission:
-    """Apply the rate limit, and for streams the concurrency caps; refuse with 429."""
+async def admit(limiter: Limiter, key_id: str, *, stream: bool, draining: bool = False) -> Admission:
+    """Let a request in, or refuse it: 503 for a new stream while draining, 429 past a limit.
+
+    The rate limit applies to every request, the concurrency caps to streams only.
+    """
+    if stream and draining:
+        raise RequestRejected(
+            503, "The gateway is shutting down; retry on another instance.", reason="draining"
+        )
     outcome = await limiter.admit(key_id) if stream else await limiter.check_rate(key_id)
     if outcome is None:
         return Admission(key_id)

@@ -84,10 +84,8 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
     state = state_of(request)
     received = request.scope["state"]["received"]
     check_policy(state.settings, data.model, data.max_tokens)
-    if data.stream and state.hub.draining:
-        raise _draining()
     body = await request.body()
-    admission = await admit(state.limiter, _key_id(request), stream=data.stream)
+    admission = await admit(state.limiter, _key_id(request), stream=data.stream, draining=state.hub.draining)
     record = state.telemetry.begin(
         ROUTE_MESSAGES,
         data.model,
@@ -155,12 +153,6 @@ class _Released:
             await self._app(scope, receive, send)
         finally:
             await self._release()
-
-
-def _draining() -> GatewayError:
-    from gateway.errors import RequestRejected  # noqa: PLC0415 - keeps the import list short
-
-    return RequestRejected(503, "The gateway is shutting down; retry on another instance.", reason="draining")
 
 
 async def _pass_through(
