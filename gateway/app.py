@@ -1,6 +1,6 @@
 """The app factory and the lifespan that owns every resource of a gateway process.
 
-``create_app(settings)`` builds nothing that lives: the lifespan opens the aiohttp session, the
+``create_app(settings)`` builds nothing that lives: the lifespan opens the upstream client, the
 embedded simulator (when no upstream is configured), the limiter and the shared-state clients,
 and closes them in ``finally``. The metrics registry and tracer provider are created per app (or
 passed in by tests), so two apps in one process never share a series or a span.
@@ -21,7 +21,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
@@ -34,6 +33,7 @@ from gateway.agent.routes import agent_routes
 from gateway.agent.runner import AgentRunner
 from gateway.handlers import exception_handlers
 from gateway.ops import ops_routes
+from gateway.proxy.client import HttpClient
 from gateway.proxy.relay import RelayHub
 from gateway.proxy.routes import proxy_routes
 from gateway.proxy.upstream import Upstream
@@ -127,8 +127,9 @@ def create_app(
             if settings.telemetry
             else None
         )
-        connector = aiohttp.TCPConnector(limit=settings.max_streams + 64, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        client = HttpClient(
+            connect_timeout=settings.connect_timeout, idle_timeout=settings.upstream_idle_timeout
+        )
         stop_simulator = None
         base_url, api_key = settings.upstream_url, settings.anthropic_api_key
         if settings.simulated:
@@ -153,7 +154,7 @@ def create_app(
             correlation=correlation,
             capture_content=settings.capture_content,
         )
-        upstream = Upstream(session, base_url, api_key, settings, metrics)
+        upstream = Upstream(client, base_url, api_key, settings, metrics)
         hub = RelayHub(settings, metrics)
         state = GatewayState(
             settings=settings,
@@ -181,7 +182,7 @@ def create_app(
         finally:
             restore()
             await state.agent.close()
-            await session.close()
+            await client.close()
             await limiter.close()
             await correlation.close()
             if stop_simulator is not None:

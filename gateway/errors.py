@@ -12,9 +12,10 @@
         ├── UpstreamTimeout           connect timeout, or silent longer than the idle timeout
         └── UpstreamStatusError       a non-2xx reply before the stream started (status, body kept)
 
-Third-party errors (aiohttp, msgspec, Litestar validation) are mapped to these at the edge, in
-``proxy/upstream.py`` and ``app.py``. Before a stream starts an error is a JSON reply with the
-Anthropic shape; after, it can only be an SSE ``event: error`` (see ``error_event``).
+Third-party errors (the upstream client's ``OSError``/``TimeoutError``, msgspec, Litestar
+validation) are mapped to these at the edge, in ``proxy/upstream.py`` and ``app.py``. Before a
+stream starts an error is a JSON reply with the Anthropic shape; after, it can only be an SSE
+``event: error`` (see ``error_event``).
 """
 
 from __future__ import annotations

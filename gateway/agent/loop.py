@@ -29,10 +29,10 @@ from gateway.telemetry.stream import outcome_for_error
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from aiohttp import ClientResponse
     from opentelemetry.trace import Tracer
 
     from gateway.agent.tools import ToolRegistry
+    from gateway.proxy.connection import Response
     from gateway.proxy.upstream import Upstream
     from gateway.telemetry.stream import StreamRecord, Telemetry
 
@@ -185,12 +185,7 @@ class AgentLoop:
             raise TurnFailed(
                 error_data("api_error", "The upstream connection was lost mid-stream."), outcome
             ) from None
-        except BaseException as exc:
-            if type(exc).__module__.startswith("aiohttp"):
-                outcome, error_type = "upstream_error", "upstream_reset"
-                raise TurnFailed(
-                    error_data("api_error", "The upstream connection was lost mid-stream."), outcome
-                ) from None
+        except BaseException:
             outcome, error_type = "client_disconnect", None
             raise
         finally:
@@ -200,13 +195,13 @@ class AgentLoop:
                 self.usage[key] += value
 
     async def _consume(  # noqa: PLR0912 - one branch per event and delta type
-        self, turn: int, resp: ClientResponse, record: StreamRecord
+        self, turn: int, resp: Response, record: StreamRecord
     ) -> tuple[list[dict[str, Any]], str | None]:
         decoder = SSEDecoder()
         blocks: dict[int, dict[str, Any]] = {}
         partial_json: dict[int, list[str]] = {}
         stop_reason: str | None = None
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.chunks():
             record.observer.feed(chunk)
             for ev in decoder.feed(chunk):
                 if ev.event == "ping":

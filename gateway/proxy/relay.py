@@ -1,19 +1,21 @@
-"""The upstream → client stream: bytes unchanged, each chunk flushed as it arrives.
+"""The upstream → client stream: bytes unchanged, each chunk written as it arrives.
 
-A ``StreamRelay`` is the raw ASGI app a route returns once the upstream answered 2xx. Per stream
-it runs three tasks and waits for the first to finish; the others are cancelled and the
-upstream response is closed in ``finally``::
+A ``StreamRelay`` is the raw ASGI app a route returns once the upstream answered 2xx. The body
+does not pass through a task: the upstream client calls ``_relay`` from its read callback, which
+feeds the observer and writes the chunk with the server's ``send`` run inline (``send_now``). Only
+when the client's socket is full does a write suspend; then upstream reading pauses, a task
+finishes the write and the chunks that came meanwhile, and reading resumes. Beside it::
 
-    pump       upstream chunk → observer.feed → send      (the hot path: no parsing, no objects)
     listener   receive() until http.disconnect             → client_disconnect
     watchdog   every tick: keepalive comment when idle,    → slow_client
                a client that blocks one write too long
 
-An ``abort("drain")`` from the shutdown timer cancels the pump the same way. Whatever ends the
-stream, the client gets ``message_stop`` or an ``event: error``, never a silent cut: an upstream
-that ends without ``message_stop``, resets, or goes silent past the idle timeout gets an
-Anthropic-shaped error event written by the gateway. Keepalives are SSE comments (SDKs ignore
-them) and are only written between events, never inside one.
+The first of {upstream over, listener, watchdog, ``abort("drain")``} decides; the upstream
+response is closed and the others cancelled in ``finally``. Whatever ends the stream, the
+client gets ``message_stop`` or an ``event: error``, never a silent cut: an upstream that ends
+without ``message_stop``, resets, or goes silent past the idle timeout gets an Anthropic-shaped
+error event written by the gateway. Keepalives are SSE comments (SDKs ignore them) and are only
+written between events, never inside one.
 
 Why not Litestar's ``Stream`` response: it runs the same listener, but has no place for the
 keepalive and slow-client watchdog, nor for writing a terminal event after a failure.
@@ -25,8 +27,6 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import aiohttp
-
 from gateway.errors import error_event
 from gateway.proxy.upstream import response_headers
 from gateway.state import RAW_SEND
@@ -34,13 +34,16 @@ from gateway.telemetry.logs import get_logger
 from gateway.telemetry.stream import outcome_for_error
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Generator
+
     from litestar.types import Receive, Scope, Send
 
+    from gateway.proxy.connection import Response
     from gateway.settings import Settings
     from gateway.telemetry.metrics import GatewayMetrics
     from gateway.telemetry.stream import StreamRecord
 
-__all__ = ("KEEPALIVE", "Abortable", "RelayHub", "StreamRelay", "receive_disconnect")
+__all__ = ("KEEPALIVE", "Abortable", "RelayHub", "StreamRelay", "receive_disconnect", "send_now")
 
 log = get_logger("gateway.relay")
 
@@ -103,10 +106,15 @@ class StreamRelay:
     """
 
     __slots__ = (
-        "_abort_reason",
+        "_backlog",
+        "_ended",
+        "_failure",
+        "_feed",
+        "_flush",
         "_hub",
-        "_pump_task",
-        "_sending",
+        "_send",
+        "_stop",
+        "_upstream",
         "_writes",
         "extra_headers",
         "record",
@@ -115,7 +123,7 @@ class StreamRelay:
 
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         record: StreamRecord,
         hub: RelayHub,
         extra_headers: list[tuple[bytes, bytes]],
@@ -124,90 +132,128 @@ class StreamRelay:
         self.record = record
         self.extra_headers = extra_headers
         self._hub = hub
+        self._feed = record.observer.feed
         self._writes = 0
-        self._sending = False
-        self._abort_reason: str | None = None
-        self._pump_task: asyncio.Task[tuple[str, str | None]] | None = None
+        self._backlog: list[bytes] | None = None  # not None while a write waits for the client
+        self._flush: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
 
     def abort(self, reason: str) -> None:
         """Stop relaying; ``__call__`` writes the terminal error event."""
-        self._abort_reason = reason
-        if self._pump_task is not None:
-            self._pump_task.cancel()
+        if not self._stop.done():
+            self._stop.set_result(reason)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the relay as an ASGI app."""
         record = self.record
         headers = [*_BASE_HEADERS, *response_headers(self.resp.headers), *self.extra_headers]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        body_send = cast("Send", scope.get(RAW_SEND, send))
+        self._send = cast("Send", scope.get(RAW_SEND, send))
         loop = asyncio.get_running_loop()
-        pump = self._pump_task = loop.create_task(self._pump(body_send))
+        self._stop: asyncio.Future[str] = loop.create_future()
+        self._ended: asyncio.Future[None] = loop.create_future()
+        self._upstream = self.resp.attach(self._relay)
+        self._upstream.add_done_callback(self._upstream_over)
         listener = loop.create_task(receive_disconnect(receive))
-        watchdog = loop.create_task(self._watchdog(body_send))
+        watchdog = loop.create_task(self._watchdog())
         self._hub.add(self, record.route)
         outcome: str = "gateway_error"
         error_type: str | None = "internal"
         try:
-            await asyncio.wait((pump, listener, watchdog), return_when=asyncio.FIRST_COMPLETED)
-            if pump.done() and not pump.cancelled():
-                if pump.exception() is None:
-                    outcome, error_type = pump.result()
-                else:  # a bug of ours: still end the stream with an event, not a silent cut
-                    log.error("relay.failed", exc_info=pump.exception())
-                    await self._terminate(body_send, "api_error", "Internal gateway error.")
+            await asyncio.wait(
+                (self._ended, self._stop, listener, watchdog), return_when=asyncio.FIRST_COMPLETED
+            )
+            if self._ended.done():
+                outcome, error_type = await self._conclude()
             elif listener.done() or watchdog.done():
                 outcome = "client_disconnect"
                 error_type = "slow_client" if watchdog.done() else None
                 record.disconnect_phase = (
                     "before_first_token" if record.first_written is None else "mid_stream"
                 )
-            elif self._abort_reason is not None:
-                await self._terminate(
-                    body_send, "overloaded_error", "The gateway is restarting; retry the request."
-                )
-                outcome, error_type = "gateway_error", self._abort_reason
+            else:
+                self._halt()
+                await self._terminate("overloaded_error", "The gateway is restarting; retry the request.")
+                outcome, error_type = "gateway_error", self._stop.result()
         finally:
             self._hub.discard(self, record.route)
-            for task in (pump, listener, watchdog):
+            self._halt()
+            tasks = [listener, watchdog, *([self._flush] if self._flush is not None else [])]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(pump, listener, watchdog, return_exceptions=True)
-            self.resp.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await record.finish(outcome, error_type)
         if outcome != "client_disconnect":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _pump(self, send: Send) -> tuple[str, str | None]:
-        record = self.record
-        obs = record.observer
+    def _relay(self, chunk: bytes) -> None:
+        """The hot path, called from the upstream's read callback: observe, then write."""
+        self._feed(chunk)
+        self._write(chunk)
+        if self.record.first_written is None and self.record.observer.first_delta_at is not None:
+            self.record.first_written = time.perf_counter()
+
+    def _write(self, chunk: bytes) -> None:
+        if self._backlog is not None:
+            self._backlog.append(chunk)
+            return
+        pending = send_now(self._send({"type": "http.response.body", "body": chunk, "more_body": True}))
+        self._writes += 1
+        if pending is not None:  # the client is behind: stop reading until this write is done
+            self._backlog = []
+            self.resp.pause_reading()
+            self._flush = asyncio.get_running_loop().create_task(self._drain(pending))
+
+    async def _drain(self, pending: Awaitable[None]) -> None:
+        backlog = self._backlog
         try:
-            read = self.resp.content.readany  # not iter_any(): one async layer less per event
-            while chunk := await read():
-                obs.feed(chunk)
-                self._sending = True
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                self._sending = False
-                self._writes += 1
-                if record.first_written is None and obs.first_delta_at is not None:
-                    record.first_written = time.perf_counter()
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            await self._terminate(send, "timeout_error", "The upstream sent nothing for too long.")
+            await pending
+            while backlog:
+                chunk = b"".join(backlog)
+                backlog.clear()
+                await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception as exc:  # noqa: BLE001 - ends the stream in __call__, with an event
+            self._failure = exc
+        self._backlog = self._flush = None
+        self.resp.resume_reading()
+        if self._failure is not None or self._upstream.done():
+            self._upstream_over(self._upstream)
+
+    def _upstream_over(self, _: asyncio.Future[None]) -> None:
+        if self._backlog is None and not self._ended.done():
+            self._ended.set_result(None)
+
+    def _halt(self) -> None:
+        """Stop reading the upstream (idempotent)."""
+        self.resp.close()
+
+    async def _conclude(self) -> tuple[str, str | None]:
+        """The upstream is over and its bytes are written: name the outcome, end a cut stream."""
+        obs = self.record.observer
+        upstream = self._upstream
+        failure = self._failure or (None if upstream.cancelled() else upstream.exception())
+        if isinstance(failure, TimeoutError):
+            await self._terminate("timeout_error", "The upstream sent nothing for too long.")
             return "timeout", "upstream_idle_timeout"
-        except (aiohttp.ClientError, OSError):
-            await self._terminate(send, "api_error", "The upstream connection was lost mid-stream.")
+        if isinstance(failure, OSError):
+            await self._terminate("api_error", "The upstream connection was lost mid-stream.")
             return "upstream_error", "upstream_reset"
+        if failure is not None:  # a bug of ours: still end the stream with an event, not a silent cut
+            log.error("relay.failed", exc_info=failure)
+            await self._terminate("api_error", "Internal gateway error.")
+            return "gateway_error", "internal"
         if obs.completed:
             return "ok", None
         if obs.error_type is not None:
             return outcome_for_error(obs.error_type), obs.error_type
-        await self._terminate(send, "api_error", "The upstream ended the stream before message_stop.")
+        await self._terminate("api_error", "The upstream ended the stream before message_stop.")
         return "upstream_error", "stream_cut"
 
-    async def _terminate(self, send: Send, error_type: str, message: str) -> None:
+    async def _terminate(self, error_type: str, message: str) -> None:
         """Write the gateway's own terminal error event, closing any half-sent event first."""
         prefix = b"" if self.record.observer.at_boundary else b"\n\n"
         self.record.observer.error_type = self.record.observer.error_type or error_type
-        await send(
+        await self._send(
             {
                 "type": "http.response.body",
                 "body": prefix + error_event(error_type, message),
@@ -215,7 +261,7 @@ class StreamRelay:
             }
         )
 
-    async def _watchdog(self, send: Send) -> None:
+    async def _watchdog(self) -> None:
         settings = self._hub.settings
         tick = min(settings.keepalive_seconds, settings.send_timeout) / 3
         idle_ticks = stalled_ticks = 0
@@ -225,7 +271,7 @@ class StreamRelay:
             if self._writes != seen:
                 seen, idle_ticks, stalled_ticks = self._writes, 0, 0
                 continue
-            if self._sending:
+            if self._backlog is not None:
                 stalled_ticks += 1
                 if stalled_ticks * tick >= settings.send_timeout:
                     return  # the client stopped reading: drop it rather than buffer without bound
@@ -233,9 +279,42 @@ class StreamRelay:
             idle_ticks += 1
             if idle_ticks * tick >= settings.keepalive_seconds and self.record.observer.at_boundary:
                 idle_ticks = 0
-                self._sending = True
-                await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
-                self._sending = False
+                self._write(KEEPALIVE)
+
+
+def send_now(write: Awaitable[None]) -> Awaitable[None] | None:
+    """Run an ASGI ``send`` coroutine without a task; None if it completed at once.
+
+    A server's ``send`` only suspends when the client's socket buffer is full. Running it
+    inline saves a task switch per event; when it does suspend, the returned awaitable finishes
+    it, and the caller keeps later chunks until then.
+    """
+    step = write.__await__()
+    try:
+        blocker = step.send(None)
+    except StopIteration:
+        return None
+    return _resume(step, blocker)
+
+
+async def _resume(step: Generator[Any, None, None], blocker: Any) -> None:  # noqa: ANN401 - what it yielded
+    while True:
+        try:
+            if blocker is None:  # a bare yield: give the loop one turn
+                await asyncio.sleep(0)
+            else:
+                blocker._asyncio_future_blocking = False  # what a task does with a yielded future
+                await blocker
+        except asyncio.CancelledError:
+            if blocker is None or not blocker.cancelled():  # we were cancelled, not its wait
+                step.close()
+                raise
+        except Exception:  # noqa: BLE001, S110 - the coroutine sees its wait's outcome when resumed
+            pass
+        try:
+            blocker = step.send(None)
+        except StopIteration:
+            return
 
 
 async def receive_disconnect(receive: Receive) -> None:

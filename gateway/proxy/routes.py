@@ -99,8 +99,6 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
         await _observe_client_tools(state, body)
         headers = forward_headers(request.headers, simulator=state.settings.local_upstream)
         headers["x-request-id"] = rid
-        if data.stream:
-            headers["accept-encoding"] = "identity"
         record.upstream_sent = time.perf_counter()
         resp = await state.upstream.send(
             "POST",
@@ -127,7 +125,7 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
     try:
         payload = await resp.read()
     finally:
-        resp.release()
+        resp.close()
         await admission.release()
     record.observer.observe_message(payload)
     await record.finish("ok")
@@ -173,7 +171,7 @@ async def _pass_through(
     try:
         payload = await resp.read()
     finally:
-        resp.release()
+        resp.close()
     return ASGIResponse(
         body=payload,
         status_code=resp.status,

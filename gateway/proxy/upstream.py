@@ -1,14 +1,14 @@
-"""The upstream client: aiohttp to Anthropic (or the simulator), with retries before the first byte.
+"""Requests to Anthropic (or the simulator), with retries before the first byte.
 
-Why aiohttp and not httpx: its response parser is C (llhttp), and the relay reads one chunk per
-event, so the client's per-chunk cost is most of the gateway's per-event cost. httpx's pure
-Python HTTP/1.1 parser costs several times more per chunk.
+The connection work is ``HttpClient``'s (``client.py``: why not aiohttp or httpx). Bodies are
+asked for uncompressed (``accept-encoding: identity``): they are relayed byte for byte.
 
 Retries: 429, 500, 502, 503, 504, 529 and connection errors are retried *before anything was
 sent to the client*, with exponential backoff that honours ``retry-after``/``retry-after-ms``,
 bounded by a number of tries and a total wait (both settings). A ``retry-after`` longer than the
 remaining budget is not waited out: the upstream's reply goes back to the client, which has its
-own retry logic. aiohttp's errors are mapped to the gateway's tree here and nowhere else.
+own retry logic. The client's errors (``OSError``, ``TimeoutError``) are mapped to the gateway's
+tree here and nowhere else.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-import aiohttp
 from opentelemetry.propagate import inject
 
 from gateway.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
@@ -26,6 +25,8 @@ from gateway.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTi
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from gateway.proxy.client import HttpClient
+    from gateway.proxy.connection import Response
     from gateway.settings import Settings
     from gateway.telemetry.metrics import GatewayMetrics
 
@@ -82,7 +83,7 @@ class Upstream:
     """Sends requests to the upstream Messages API.
 
     Args:
-        session: The shared aiohttp session, owned by the app lifespan.
+        client: The shared HTTP client, owned by the app lifespan.
         base_url: Anthropic's base URL, or the embedded simulator's.
         api_key: The gateway's own key; sent as ``x-api-key``.
         settings: Timeouts and retry bounds.
@@ -91,20 +92,17 @@ class Upstream:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: HttpClient,
         base_url: str,
         api_key: str,
         settings: Settings,
         metrics: GatewayMetrics | None,
     ) -> None:
-        self._session = session
+        self._client = client
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._settings = settings
         self._metrics = metrics
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=settings.connect_timeout, sock_read=settings.upstream_idle_timeout
-        )
 
     @property
     def base_url(self) -> str:
@@ -120,10 +118,10 @@ class Upstream:
         body: bytes | None = None,
         query: str = "",
         trace_context: object | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send a request, retrying what may be retried; return a 2xx response, unread.
 
-        The caller owns the response and must ``release()`` it (the relay does, in ``finally``).
+        The caller owns the response and must ``close()`` it (the relay does, in ``finally``).
 
         Raises:
             UpstreamStatusError: A non-2xx reply that is not (or no longer) retried.
@@ -133,23 +131,16 @@ class Upstream:
         url = f"{self._base}{path}" + (f"?{query}" if query else "")
         out = dict(headers)
         out["x-api-key"] = self._key
+        out["accept-encoding"] = "identity"
         if trace_context is not None:
             inject(out, context=trace_context)  # type: ignore[arg-type]
         deadline = time.monotonic() + self._settings.upstream_retry_max_wait
         attempt = 0
         while True:
             try:
-                resp = await self._session.request(
-                    method,
-                    url,
-                    data=body,
-                    headers=out,
-                    timeout=self._timeout,
-                    auto_decompress=True,
-                    allow_redirects=False,
-                )
-            except (aiohttp.ClientConnectionError, OSError) as exc:
-                if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+                resp = await self._client.request(method, url, out, body)
+            except (OSError, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError):
                     failure: Exception = UpstreamTimeout("upstream did not answer in time")
                 else:
                     failure = UpstreamConnectError("could not connect to the upstream")
@@ -169,10 +160,12 @@ class Upstream:
                 if wait is None:
                     try:
                         payload = await resp.read()
+                    except (OSError, TimeoutError):
+                        payload = b""
                     finally:
-                        resp.release()
+                        resp.close()
                     raise UpstreamStatusError(resp.status, payload, response_headers(resp.headers))
-                resp.release()
+                resp.close()
                 self._count_retry(str(resp.status))
             attempt += 1
             await asyncio.sleep(wait)

@@ -73,7 +73,8 @@ def test_throughput_json_is_well_formed() -> None:
             assert leg["saturation"]["rss_peak_mb"] > 0
     for n in _numbers(results):
         assert math.isfinite(n)
-    assert {"cpu_per_event_vs_nginx", "added_ttft_p50_ms", "added_ttft_p99_ms"} <= set(doc["targets"])
+    assert {"cpu_per_event_vs_nginx_saturation", "cpu_per_event_vs_nginx_paced",
+            "added_ttft_p50_ms", "added_ttft_p99_ms"} <= set(doc["targets"])
 
 
 def test_open_streams_prints_one_table() -> None:

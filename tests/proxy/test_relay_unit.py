@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -19,25 +20,42 @@ START = b'event: message_start\ndata: {"type":"message_start","message":{"id":"m
 DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}\n\n'
 
 
-class FakeContent:
-    def __init__(self, chunks: list[bytes], then: float = 0.0) -> None:
-        self.chunks, self.then = list(chunks), then
-
-    async def readany(self) -> bytes:
-        if self.chunks:
-            return self.chunks.pop(0)
-        await asyncio.sleep(self.then)
-        return b""
-
-
 class FakeResponse:
+    """Delivers its chunks to the relay's sink one loop turn apart, then ends after ``then`` s."""
+
     def __init__(self, chunks: list[bytes], then: float = 0.0) -> None:
         self.headers = {"request-id": "req_1"}
-        self.content = FakeContent(chunks, then)
+        self.chunks, self.then = list(chunks), then
         self.closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def deliver() -> None:
+            try:
+                for chunk in self.chunks:
+                    await asyncio.sleep(0)
+                    sink(chunk)
+                await asyncio.sleep(self.then)
+            except Exception as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        self.task = asyncio.create_task(deliver())
+        return done
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 def relay_for(resp: FakeResponse, **settings: Any) -> tuple[StreamRelay, GatewayMetrics, RelayHub]:
@@ -57,7 +75,7 @@ async def never_disconnects() -> dict[str, Any]:
 
 
 async def test_a_failing_send_still_ends_with_an_error_event() -> None:
-    """An exception inside the pump (here: the second write fails) ends the stream with an event."""
+    """An exception while relaying (here: the second write fails) ends the stream with an event."""
     resp = FakeResponse([START, DELTA, DELTA])
     relay, metrics, hub = relay_for(resp)
     sent: list[dict[str, Any]] = []

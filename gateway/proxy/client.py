@@ -1,0 +1,128 @@
+"""The upstream HTTP/1.1 client: an asyncio protocol around httptools, with a keep-alive pool.
+
+Why not aiohttp or httpx: the relay's cost per event is the client's cost per chunk. A stream
+reader hands each chunk to a waiting task, so every event costs a future, a task switch and a
+timer reset before the relay sees it. Here the parser's ``on_body`` callback runs inside
+``data_received`` and hands the chunk straight to a sink (the relay writes it to the client in
+the same call), so an event costs one parse and one write. ``read()`` and ``chunks()`` buffer for
+callers that want a plain await (non-streaming replies, the agent loop).
+
+The idle timeout (nothing received for ``idle_timeout`` seconds while a response is awaited or
+read) is one timer per response that re-arms itself while bytes keep coming, not a timer reset
+per chunk. Errors: ``TimeoutError`` for that and for connecting, ``OSError`` (connection refused,
+reset, a malformed reply) for the rest; ``Upstream`` maps both to the gateway's tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from gateway.proxy.connection import Connection, Response
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ("HttpClient", "Response")
+
+_KEEPALIVE_EXPIRY = 15.0
+"""Seconds an idle pooled connection is kept (servers closing sooner send a FIN we notice)."""
+
+
+class HttpClient:
+    """HTTP/1.1 to one or more origins, connections kept alive and reused.
+
+    Args:
+        connect_timeout: Seconds to open a connection (TLS included).
+        idle_timeout: Seconds without a byte from the upstream before a response fails.
+        max_idle: Idle connections kept per origin.
+        ssl_context: For ``https`` origins (default: the system trust store).
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        idle_timeout: float,
+        max_idle: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle = max_idle
+        self._ssl = ssl_context
+        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._closed = False
+
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
+        """Send one request and return once the response's head has arrived."""
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        host = parts.hostname or ""
+        port = parts.port or (443 if tls else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"{method} {target} HTTP/1.1", f"host: {parts.netloc}"]
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        if body is not None or method in {"POST", "PUT", "PATCH"}:
+            lines.append(f"content-length: {len(body or b'')}")
+        head = "\r\n".join(lines)
+        if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
+            raise ValueError("a header contains a line break")
+        payload = head.encode("latin-1") + b"\r\n\r\n" + (body or b"")
+        origin = (parts.scheme, host, port)
+        while True:
+            conn, reused = self._take(origin), True
+            if conn is None:
+                conn, reused = await self._connect(origin, tls=tls), False
+            try:
+                return await conn.send(payload, self.idle_timeout)
+            except OSError:
+                # A kept-alive connection the server closed meanwhile: nothing reached it.
+                if not (reused and conn.nothing_received):
+                    raise
+
+    async def close(self) -> None:
+        """Close the idle connections; later releases close theirs."""
+        self._closed = True
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+    def _take(self, origin: tuple[str, str, int]) -> Connection | None:
+        conns = self._idle.get(origin)
+        while conns:
+            conn = conns.pop()
+            if conn.reusable:
+                conn.cancel_expiry()
+                return conn
+        return None
+
+    def _put(self, conn: Connection) -> None:
+        conns = self._idle.setdefault(conn.origin, [])
+        if self._closed or len(conns) >= self.max_idle:
+            conn.close()
+            return
+        conns.append(conn)
+        conn.expire_after(_KEEPALIVE_EXPIRY, lambda: self._drop(conn))
+
+    def _drop(self, conn: Connection) -> None:
+        conns = self._idle.get(conn.origin)
+        if conns and conn in conns:
+            conns.remove(conn)
+        conn.close()
+
+    async def _connect(self, origin: tuple[str, str, int], *, tls: bool) -> Connection:
+        loop = asyncio.get_running_loop()
+        if tls and self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        context = self._ssl if tls else None
+        async with asyncio.timeout(self.connect_timeout):
+            _, conn = await loop.create_connection(
+                lambda: Connection(self, origin), origin[1], origin[2], ssl=context
+            )
+        return conn

@@ -1,0 +1,301 @@
+"""One upstream HTTP/1.1 connection (an asyncio protocol around httptools) and its ``Response``.
+
+The parser's callbacks run inside ``data_received``: a response read through ``attach`` hands
+each body chunk to its sink in that same call, with no task switch between the socket and the
+sink. ``chunks()``/``read()`` buffer instead, for callers that want a plain await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import httptools
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from gateway.proxy.client import HttpClient
+
+__all__ = ("Connection", "Response")
+
+
+class Response:
+    """One upstream response: status and headers now, the body through one of three readers.
+
+    Attributes:
+        status: The HTTP status code.
+        headers: Header names lower-cased; repeated headers joined with ``", "``.
+    """
+
+    __slots__ = ("_conn", "headers", "status")
+
+    def __init__(self, conn: Connection, status: int, headers: dict[str, str]) -> None:
+        self._conn = conn
+        self.status = status
+        self.headers = headers
+
+    @property
+    def content_type(self) -> str:
+        """The media type, without parameters."""
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+        """Deliver the body to ``sink`` as it arrives, from inside the read callback.
+
+        Returns a future that completes when the body ended, or fails with ``TimeoutError`` or
+        ``OSError``, or with the exception ``sink`` raised.
+        """
+        return self._conn.attach(sink)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the body as it arrives."""
+        conn = self._conn
+        while True:
+            chunk = await conn.next_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    def pause_reading(self) -> None:
+        """Stop reading from the upstream socket (the client is not keeping up)."""
+        self._conn.set_paused(paused=True)
+
+    def resume_reading(self) -> None:
+        """Read from the upstream socket again."""
+        self._conn.set_paused(paused=False)
+
+    def close(self) -> None:
+        """Done with the response: a fully read one returns its connection to the pool."""
+        self._conn.release()
+
+
+class Connection(asyncio.Protocol):
+    """One upstream connection: the parser's callbacks feed the response in flight."""
+
+    def __init__(self, client: HttpClient, origin: tuple[str, str, int]) -> None:
+        self.origin = origin
+        self.nothing_received = True
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None  # set before create_connection returns
+        self._parser = httptools.HttpResponseParser(self)
+        self._head: asyncio.Future[Response] | None = None
+        self._headers: dict[str, str] = {}
+        self._sink: Callable[[bytes], None] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._buffer: list[bytes] = []  # body not yet handed on: no sink yet, or chunks()
+        self._parsed: list[bytes] = []  # body pieces of the bytes being parsed
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._in_flight = self._complete = self._keep_alive = self._framed = False
+        self._lost = self._paused = False
+        self._idle_timeout = 0.0
+        self._last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def reusable(self) -> bool:
+        """Open and idle."""
+        transport = self._transport
+        return not (self._lost or self._in_flight or transport is None or transport.is_closing())
+
+    async def send(self, payload: bytes, idle_timeout: float) -> Response:
+        """Write a request; return its response once the head is in."""
+        assert self._transport is not None
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers, self._buffer, self._sink, self._done, self._error = {}, [], None, None, None
+        self._in_flight, self._complete, self.nothing_received = True, False, True
+        head: asyncio.Future[Response] = self._loop.create_future()
+        self._head = head
+        self._idle_timeout = idle_timeout
+        self._last_read = self._loop.time()
+        self._timer = self._loop.call_later(idle_timeout, self._check_idle)
+        self._transport.write(payload)
+        try:
+            return await head
+        except BaseException:
+            self._in_flight = False
+            self.close()
+            raise
+
+    def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+        """See ``Response.attach``."""
+        done = self._done = self._loop.create_future()
+        buffered, self._buffer = self._buffer, []
+        try:
+            if buffered:
+                sink(b"".join(buffered))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+            self._fail(exc)
+            return done
+        self._sink = sink
+        if self._error is not None:
+            done.set_exception(self._error)
+        elif self._complete:
+            done.set_result(None)
+        return done
+
+    async def next_chunk(self) -> bytes:
+        """The body received so far and not yet read; ``b""`` at the end."""
+        while True:
+            if self._buffer:
+                chunk = b"".join(self._buffer)
+                self._buffer.clear()
+                return chunk
+            if self._error is not None:
+                raise self._error
+            if self._complete:
+                return b""
+            self._waiter = self._loop.create_future()
+            await self._waiter
+
+    def set_paused(self, *, paused: bool) -> None:
+        """Pause or resume reading the socket."""
+        if self._transport is None or self._lost or paused == self._paused:
+            return
+        self._paused = paused
+        if paused:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
+
+    def release(self) -> None:
+        """The response is done with: pool the connection if it can carry another request."""
+        if not self._in_flight:
+            return
+        self._in_flight = False
+        self._sink = None
+        self._cancel_timer()
+        if self._complete and self._keep_alive and self._error is None and not self._lost:
+            self.set_paused(paused=False)
+            self._client._put(self)  # the pool and its connections are one unit
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.close()
+
+    def expire_after(self, seconds: float, drop: Callable[[], None]) -> None:
+        """Close after ``seconds`` idle in the pool."""
+        self._timer = self._loop.call_later(seconds, drop)
+
+    def cancel_expiry(self) -> None:
+        """Taken from the pool."""
+        self._cancel_timer()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:  # noqa: D102
+        if not self._in_flight:
+            self.close()  # bytes nobody asked for: the connection is not safe to reuse
+            return
+        self.nothing_received = False
+        self._last_read = self._loop.time()
+        parsed = self._parsed
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            failure: BaseException | None = ConnectionError(f"malformed response from the upstream: {exc}")
+        else:
+            failure = None
+        if parsed:
+            # One read is one hand-over, however many HTTP chunks (SSE events) it carried.
+            chunk = parsed[0] if len(parsed) == 1 else b"".join(parsed)
+            parsed.clear()
+            if self._sink is None:
+                self._buffer.append(chunk)
+                self._wake()
+            else:
+                try:
+                    self._sink(chunk)
+                except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+                    failure = exc
+        if failure is not None:
+            self._fail(failure)
+        elif self._complete:
+            self._finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+        self._lost = True
+        self._cancel_timer()
+        if not self._in_flight:
+            self._client._drop(self)
+        elif not self._complete:
+            if self._head is not None and self._head.done() and not self._framed:
+                self.on_message_complete()  # a body delimited by the connection's end
+                self._finish()
+            else:
+                self._fail(exc or ConnectionResetError("the upstream closed the connection"))
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:  # noqa: D102
+        status = self._parser.get_status_code()
+        if status < 200:  # an informational reply: the real one follows
+            self._headers = {}
+            return
+        self._keep_alive = self._parser.should_keep_alive()
+        self._framed = "content-length" in self._headers or "transfer-encoding" in self._headers
+        if self._head is not None and not self._head.done():
+            self._head.set_result(Response(self, status, self._headers))
+
+    def on_body(self, body: bytes) -> None:  # noqa: D102
+        self._parsed.append(body)
+
+    def on_message_complete(self) -> None:  # noqa: D102
+        if self._head is not None and self._head.done():  # else the end of an informational reply
+            self._complete = True
+            self._cancel_timer()
+
+    # internals
+
+    def _finish(self) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is not None:
+            return
+        self._error = exc
+        self._cancel_timer()
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(exc)
+        elif self._done is not None and not self._done.done():
+            self._done.set_exception(exc)
+        self._wake()
+        self.close()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _check_idle(self) -> None:
+        # One timer per response that moves itself forward, rather than a reset per chunk.
+        left = self._last_read + self._idle_timeout - self._loop.time()
+        if self._paused or left > 0:
+            delay = self._idle_timeout if self._paused else left
+            self._timer = self._loop.call_later(delay, self._check_idle)
+            return
+        self._fail(TimeoutError("the upstream sent nothing for too long"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,254 @@
+"""The upstream HTTP/1.1 client against scripted raw-socket servers: framing, reuse, failures, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trustme
+
+from gateway.proxy.client import HttpClient
+from tests.support.fake_upstream import read_request
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class Server:
+    """A loopback server running ``handler(reader, writer, connection_number)`` per connection."""
+
+    def __init__(self, handler: Handler, context: ssl.SSLContext | None = None) -> None:
+        self.handler, self.context = handler, context
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if self.context else 'http'}://localhost:{port}"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer, self.connections)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def client(**kwargs: float) -> HttpClient:
+    return HttpClient(connect_timeout=kwargs.get("connect", 2.0), idle_timeout=kwargs.get("idle", 5.0))
+
+
+async def sse_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+    """Answer every request on the connection with a three-event chunked stream."""
+    while True:
+        await read_request(reader)
+        writer.write(SSE_HEAD)
+        for n in range(3):
+            writer.write(chunk(b"event: e\ndata: %d\n\n" % n))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+
+async def test_a_sink_gets_every_byte_and_the_connection_is_reused() -> None:
+    """Chunked bodies reach the sink unchanged; the second request rides the same connection."""
+    server = Server(sse_forever)
+    async with server as url:
+        http = client()
+        for _ in range(2):
+            resp = await http.request("POST", url + "/v1/messages", {"x-api-key": "k"}, b"{}")
+            assert resp.status == 200
+            assert resp.content_type == "text/event-stream"
+            got: list[bytes] = []
+            await resp.attach(got.append)
+            resp.close()
+            assert b"".join(got) == b"".join(b"event: e\ndata: %d\n\n" % n for n in range(3))
+        await http.close()
+    assert server.connections == 1
+
+
+async def test_content_length_and_close_delimited_bodies() -> None:
+    """``read()`` returns a content-length body, and one that ends with the connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        seen = await read_request(reader)
+        assert seen.body == b'{"a":1}'
+        if n == 1:
+            writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 5\r\nx-multi: a\r\nx-multi: b\r\n\r\nnope!")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end")
+        await writer.drain()
+
+    server = Server(handler)
+    async with server as url:
+        http = client()
+        resp = await http.request("POST", url + "/x", {}, b'{"a":1}')
+        assert (resp.status, await resp.read(), resp.headers["x-multi"]) == (404, b"nope!", "a, b")
+        resp.close()  # the handler closes after one reply: the next request finds that out
+        resp = await http.request("POST", url + "/x", {}, b'{"a":1}')
+        assert await resp.read() == b"until the end"
+        resp.close()
+        await http.close()
+
+
+async def test_a_kept_alive_connection_closed_by_the_server_is_replaced() -> None:
+    """The server drops a pooled connection as the next request arrives: retried on a new one."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        if n == 1:
+            await read_request(reader)  # the second request on this connection: drop it unanswered
+
+    server = Server(handler)
+    async with server as url:
+        http = client()
+        for _ in range(2):
+            resp = await http.request("GET", url + "/v1/models", {})
+            assert await resp.read() == b"ok"
+            resp.close()
+        await http.close()
+    assert server.connections == 2
+
+
+async def test_silence_and_resets_fail_the_response() -> None:
+    """No head in time: TimeoutError; head then silence: the body fails with TimeoutError; a cut:
+    OSError after the bytes that did arrive."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        if n == 1:
+            await asyncio.sleep(5)
+        writer.write(SSE_HEAD + chunk(b"event: a\n\n"))
+        await writer.drain()
+        if n == 2:
+            await asyncio.sleep(5)
+        # n == 3: close mid-body, no terminating chunk
+
+    server = Server(handler)
+    async with server as url:
+        http = client(idle=0.3)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(TimeoutError):
+            await http.request("POST", url, {}, b"")
+        assert 0.25 < loop.time() - start < 2
+        resp = await http.request("POST", url, {}, b"")
+        got: list[bytes] = []
+        with pytest.raises(TimeoutError):
+            await resp.attach(got.append)
+        assert got == [b"event: a\n\n"]
+        resp.close()
+        resp = await http.request("POST", url, {}, b"")
+        got.clear()
+        with pytest.raises(OSError, match="closed"):
+            await resp.attach(got.append)
+        assert got == [b"event: a\n\n"]
+        resp.close()
+        await http.close()
+
+
+async def test_malformed_replies_refused_connections_and_header_injection() -> None:
+    """Garbage is an OSError, a closed port is an OSError, a header with a line break never leaves."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    server = Server(handler)
+    async with server as url:
+        http = client()
+        resp = await http.request("POST", url, {}, b"")
+        with pytest.raises(OSError, match="malformed"):
+            await resp.read()
+        resp.close()
+        with pytest.raises(ValueError, match="line break"):
+            await http.request("POST", url, {"x-a": "1\r\nx-api-key: stolen"}, b"")
+        await http.close()
+    with pytest.raises(OSError):
+        await client().request("GET", url, {})  # the server is gone
+
+
+async def test_a_failing_sink_and_a_paused_reader() -> None:
+    """A sink's exception fails the future; while paused, nothing is delivered."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD)
+        for n in range(3):
+            writer.write(chunk(b"data: %d\n\n" % n))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    server = Server(handler)
+    async with server as url:
+        http = client()
+        resp = await http.request("POST", url, {}, b"")
+        got: list[bytes] = []
+
+        def pausing_sink(data: bytes) -> None:
+            got.append(data)
+            resp.pause_reading()
+
+        done = resp.attach(pausing_sink)
+        await asyncio.sleep(0.3)
+        assert got == [b"data: 0\n\n"]  # paused after the first: the rest waits in the socket
+        resp.resume_reading()
+        await asyncio.sleep(0.3)
+        assert len(got) == 2
+        resp.resume_reading()
+        await done
+        assert b"".join(got) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        resp.close()
+
+        resp = await http.request("POST", url, {}, b"")
+
+        def failing_sink(_: bytes) -> None:
+            raise RuntimeError("sink broke")
+
+        with pytest.raises(RuntimeError, match="sink broke"):
+            await resp.attach(failing_sink)
+        resp.close()
+        await http.close()
+
+
+async def test_tls_and_an_informational_reply() -> None:
+    """HTTPS with the given trust store; a 100 Continue before the real reply is skipped."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecure")
+        await writer.drain()
+
+    async with Server(handler, server_context) as url:
+        http = HttpClient(connect_timeout=2, idle_timeout=5, ssl_context=client_context)
+        resp = await http.request("GET", url + "/v1/models", {})
+        assert (resp.status, await resp.read()) == (200, b"secure")
+        resp.close()
+        await http.close()
+        with pytest.raises(ssl.SSLError):  # the system trust store does not know this CA
+            await client().request("GET", url + "/v1/models", {})
