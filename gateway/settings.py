@@ -7,6 +7,7 @@ A bad value raises ``SettingsError`` whose message is one line naming the variab
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -297,6 +298,7 @@ class Settings:
 Settings.env_names = {f.name: f.metadata["env"] for f in fields(Settings) if "env" in f.metadata}
 
 
+@functools.lru_cache(maxsize=8)  # asked per request, always about the same host
 def _is_loopback(host: str) -> bool:
     if host in {"localhost", ""}:
         return True

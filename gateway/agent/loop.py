@@ -165,7 +165,7 @@ class AgentLoop:
                 error_data(exc.type, message, retry_after), outcome_for_error(exc.type)
             ) from None
         record.status = resp.status
-        record.request_id = resp.headers.get("request-id", "")
+        record.request_id = resp.header(b"request-id")
         outcome: str = "gateway_error"
         error_type: str | None = "internal"
         try:

@@ -64,9 +64,9 @@ class Sampler:
         """RSS of the whole tree right now (0 without a pid)."""
         return rss_bytes(tree(self.pid)) if self.pid is not None else 0
 
-    def cpu_now(self) -> float:
-        """CPU seconds of the whole tree so far (0 without a pid)."""
-        return cpu_seconds(tree(self.pid)) if self.pid is not None else 0.0
+    def cpu_now(self) -> dict[int, float]:
+        """CPU seconds of each process of the tree so far (empty without a pid)."""
+        return cpu_seconds(tree(self.pid)) if self.pid is not None else {}
 
     async def _run(self) -> None:
         start = time.perf_counter()
@@ -110,8 +110,13 @@ async def run_phase(
         record_gaps=record_gaps, on_tick=on_tick,
     )
     await sampler.stop()
-    cpu = sampler.cpu_now() - cpu0
+    cpu1 = sampler.cpu_now()
+    per_process = [cpu1[p] - cpu0.get(p, 0.0) for p in cpu1]
+    cpu = sum(per_process)
+    # With several workers: each one's share of the CPU, to see whether the load is spread.
+    busy = sorted((c for c in per_process if cpu and c >= 0.02 * cpu), reverse=True)
     proxy: dict[str, Any] = {"cpu_seconds": None, "cpu_us_per_event": None, "cpu_util": None,
+                             "cpu_split": None,
                              "rss_idle_mb": None, "rss_peak_mb": None, "rss_per_stream_kb": None}
     if pid is not None:
         proxy.update(
@@ -121,6 +126,7 @@ async def run_phase(
             rss_idle_mb=round(rss_idle / 2**20, 1),
             rss_peak_mb=round(sampler.peak / 2**20, 1),
             rss_per_stream_kb=round(max(0, sampler.peak - rss_idle) / 1024 / max(1, state.peak_open), 1),
+            cpu_split=[round(c / cpu, 3) for c in busy] if len(busy) > 1 else None,
         )
     return state, proxy, sampler
 

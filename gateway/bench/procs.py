@@ -61,14 +61,14 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds consumed so far by ``pids`` (gone processes count 0)."""
-    total = 0
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds consumed so far by each of ``pids`` (gone processes left out)."""
+    out = {}
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
+            out[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return out
 
 
 def rss_bytes(pids: list[int]) -> int:

@@ -64,10 +64,32 @@ def _throughput_targets(r: dict[str, Any]) -> dict[str, Any]:
         out[f"added_ttft_{q}_ms"] = _verdict(t - d if t is not None and d is not None else None, limit)
     multi = next((k for k in r if k.startswith("gateway_") and k.endswith("_workers")), None)
     if multi is not None:
-        one = _get(r, "gateway", "saturation", "streams_per_s")
-        many = _get(r, multi, "saturation", "streams_per_s")
-        out["workers_scaling"] = _verdict(many / one if one and many else None, 1.8, below=False)
+        out.update(_workers_targets(r, multi))
     return out
+
+
+def _workers_targets(r: dict[str, Any], multi: str) -> dict[str, Any]:
+    """N workers against one: throughput where there are cores for it, else the CPU evidence.
+
+    Throughput can only double if each worker has a core: the bench itself and the simulator
+    need one more. Without that, the verdict is "not measured", and two figures say whether it
+    would scale: the workers' shares of the load (even?) and CPU per event (unchanged?).
+    """
+    workers = int(multi.split("_")[1])
+    one = _get(r, "gateway", "saturation", "streams_per_s")
+    many = _get(r, multi, "saturation", "streams_per_s")
+    scaling = _verdict(many / one if one and many else None, 0.9 * workers, below=False)
+    if (os.cpu_count() or 1) < workers + 1:
+        scaling["pass"] = None
+    split = r.get(multi, {}).get("saturation", {}).get("cpu_split") or []
+    evenness = min(split) * len(split) if len(split) == workers else None
+    cpu_one = _get(r, "gateway", "saturation", "cpu_us_per_event")
+    cpu_many = _get(r, multi, "saturation", "cpu_us_per_event")
+    return {
+        "workers_scaling": scaling,
+        "workers_load_evenness": _verdict(evenness, 0.8, below=False),
+        "workers_cpu_per_event_vs_one": _verdict(cpu_many / cpu_one if cpu_one and cpu_many else None, 1.1),
+    }
 
 
 def targets(scenario: str, results: dict[str, Any]) -> dict[str, Any]:

@@ -19,26 +19,47 @@ if TYPE_CHECKING:
 
 __all__ = ("Connection", "Response")
 
+_FRAMING = (b"content-length", b"transfer-encoding")
+
 
 class Response:
     """One upstream response: status and headers now, the body through one of three readers.
 
     Attributes:
         status: The HTTP status code.
-        headers: Header names lower-cased; repeated headers joined with ``", "``.
+        raw_headers: The header lines as received (names in the upstream's case).
     """
 
-    __slots__ = ("_conn", "headers", "status")
+    __slots__ = ("_conn", "_headers", "raw_headers", "status")
 
-    def __init__(self, conn: Connection, status: int, headers: dict[str, str]) -> None:
+    def __init__(self, conn: Connection, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self._conn = conn
         self.status = status
-        self.headers = headers
+        self.raw_headers = raw_headers
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Names lower-cased, repeated headers joined with ``", "`` (decoded on first use)."""
+        if self._headers is None:
+            out: dict[str, str] = {}
+            for name, value in self.raw_headers:
+                key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+                out[key] = f"{out[key]}, {text}" if key in out else text
+            self._headers = out
+        return self._headers
+
+    def header(self, name: bytes) -> str:
+        """One header's value (``name`` lower-case), ``""`` if absent; no dict is built."""
+        for key, value in self.raw_headers:
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return ""
 
     @property
     def content_type(self) -> str:
         """The media type, without parameters."""
-        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        return self.header(b"content-type").split(";", 1)[0].strip().lower()
 
     def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
         """Deliver the body to ``sink`` as it arrives, from inside the read callback.
@@ -85,7 +106,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None  # set before create_connection returns
         self._parser = httptools.HttpResponseParser(self)
         self._head: asyncio.Future[Response] | None = None
-        self._headers: dict[str, str] = {}
+        self._headers: list[tuple[bytes, bytes]] = []
         self._sink: Callable[[bytes], None] | None = None
         self._done: asyncio.Future[None] | None = None
         self._buffer: list[bytes] = []  # body not yet handed on: no sink yet, or chunks()
@@ -108,7 +129,7 @@ class Connection(asyncio.Protocol):
         """Write a request; return its response once the head is in."""
         assert self._transport is not None
         self._parser = httptools.HttpResponseParser(self)
-        self._headers, self._buffer, self._sink, self._done, self._error = {}, [], None, None, None
+        self._headers, self._buffer, self._sink, self._done, self._error = [], [], None, None, None
         self._in_flight, self._complete, self.nothing_received = True, False, True
         head: asyncio.Future[Response] = self._loop.create_future()
         self._head = head
@@ -241,16 +262,15 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
-        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
-        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:  # noqa: D102
         status = self._parser.get_status_code()
         if status < 200:  # an informational reply: the real one follows
-            self._headers = {}
+            self._headers = []
             return
         self._keep_alive = self._parser.should_keep_alive()
-        self._framed = "content-length" in self._headers or "transfer-encoding" in self._headers
+        self._framed = any(name.lower() in _FRAMING for name, _ in self._headers)
         if self._head is not None and not self._head.done():
             self._head.set_result(Response(self, status, self._headers))
 

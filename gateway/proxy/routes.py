@@ -118,7 +118,7 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
         await record.finish("gateway_error", "internal")
         raise
     record.status = resp.status
-    record.request_id = resp.headers.get("request-id", "")
+    record.request_id = resp.header(b"request-id")
     extra = [(b"x-request-id", rid.encode())]
     if data.stream and resp.content_type == "text/event-stream":
         return _Released(StreamRelay(resp, record, state.hub, extra), admission.release)
@@ -132,8 +132,8 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
     return ASGIResponse(
         body=payload,
         status_code=resp.status,
-        media_type=resp.headers.get("content-type", "application/json"),
-        encoded_headers=[*response_headers(resp.headers), *extra],
+        media_type=resp.header(b"content-type") or "application/json",
+        encoded_headers=[*response_headers(resp.raw_headers), *extra],
     )
 
 
@@ -175,8 +175,8 @@ async def _pass_through(
     return ASGIResponse(
         body=payload,
         status_code=resp.status,
-        media_type=resp.headers.get("content-type", "application/json"),
-        encoded_headers=[*response_headers(resp.headers), (b"x-request-id", rid.encode())],
+        media_type=resp.header(b"content-type") or "application/json",
+        encoded_headers=[*response_headers(resp.raw_headers), (b"x-request-id", rid.encode())],
     )
 
 

@@ -40,6 +40,7 @@ _FORWARD = frozenset({"content-type", "accept", "user-agent", "x-request-id"})
 RESPONSE_HEADERS = frozenset(
     {"request-id", "retry-after", "retry-after-ms", "x-should-retry", "anthropic-organization-id"}
 )
+_RESPONSE_RAW = frozenset(name.encode() for name in RESPONSE_HEADERS)
 
 
 def forward_headers(client: Mapping[str, str], *, simulator: bool) -> dict[str, str]:
@@ -53,13 +54,13 @@ def forward_headers(client: Mapping[str, str], *, simulator: bool) -> dict[str, 
     return out
 
 
-def response_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers a client must get back, as raw ASGI pairs."""
+def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers a client must get back, as raw ASGI pairs (names lower-cased)."""
     out = []
-    for name, value in headers.items():
+    for name, value in raw:
         key = name.lower()
-        if key in RESPONSE_HEADERS or key.startswith(("anthropic-ratelimit-", "anthropic-priority-")):
-            out.append((key.encode("latin-1"), value.encode("latin-1")))
+        if key in _RESPONSE_RAW or key.startswith((b"anthropic-ratelimit-", b"anthropic-priority-")):
+            out.append((key, value))
     return out
 
 
@@ -164,7 +165,7 @@ class Upstream:
                         payload = b""
                     finally:
                         resp.close()
-                    raise UpstreamStatusError(resp.status, payload, response_headers(resp.headers))
+                    raise UpstreamStatusError(resp.status, payload, response_headers(resp.raw_headers))
                 resp.close()
                 self._count_retry(str(resp.status))
             attempt += 1

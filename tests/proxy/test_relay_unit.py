@@ -24,7 +24,7 @@ class FakeResponse:
     """Delivers its chunks to the relay's sink one loop turn apart, then ends after ``then`` s."""
 
     def __init__(self, chunks: list[bytes], then: float = 0.0) -> None:
-        self.headers = {"request-id": "req_1"}
+        self.raw_headers = [(b"Request-Id", b"req_1")]
         self.chunks, self.then = list(chunks), then
         self.closed = False
         self.task: asyncio.Task[None] | None = None
