@@ -236,6 +236,8 @@ class GatewayMetrics:
             registry=reg,
             multiprocess_mode="max",
         )
+        # Read once: the variable is set before the workers start, and multiprocess mode has no exemplars.
+        self.exemplars = not multiprocess_enabled()
         self._tool_labels: set[str] = set()
         self._children: dict[tuple[Any, ...], Any] = {}
         self.build_info.labels(version).set(1)

@@ -22,7 +22,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.proxy.observer import StreamObserver
 from gateway.telemetry.logs import get_logger
-from gateway.telemetry.metrics import multiprocess_enabled
 from gateway.telemetry.models import normalize_model
 
 if TYPE_CHECKING:
@@ -191,7 +190,7 @@ class StreamRecord:
         if self.span is not None:
             ctx = self.span.get_span_context()
             trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
-            if ctx.trace_flags.sampled and not multiprocess_enabled():
+            if ctx.trace_flags.sampled and m.exemplars:
                 exemplar = {"trace_id": trace_id}
             self._end_span(self.span, outcome, error_type, usage, now)  # first: its figures are final
         ttft = self.ttft
