@@ -303,13 +303,13 @@ class AgentRunner:
             if m is None:
                 return
             label = normalize_model(run.model, self.telemetry.prices.known_models)
-            m.requests.labels(ROUTE_AGENT, outcome).inc()
-            m.duration.labels(ROUTE_AGENT, label, outcome).observe(duration)
+            m.child(m.requests, ROUTE_AGENT, outcome).inc()
+            m.child(m.duration, ROUTE_AGENT, label, outcome).observe(duration)
             if ttft is not None:
-                m.ttft.labels(ROUTE_AGENT, label).observe(ttft)
+                m.child(m.ttft, ROUTE_AGENT, label).observe(ttft)
             if outcome == "client_disconnect":
                 phase = "before_first_token" if ttft is None else "mid_stream"
-                m.client_disconnects.labels(ROUTE_AGENT, phase).inc()
+                m.child(m.client_disconnects, ROUTE_AGENT, phase).inc()
             ctx = span.get_span_context() if span is not None else None
             log.info(
                 "stream.completed",

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = ("GatewayMetrics", "metrics_registry_for_scrape", "multiprocess_enabled")
 
@@ -45,6 +47,7 @@ DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200
 TOOL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 
 MAX_TOOL_LABELS = 200
+MAX_CACHED_CHILDREN = 4096
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 ROUTE_MESSAGES = "/v1/messages"
@@ -61,6 +64,9 @@ OUTCOMES = (
     "unauthorized",
     "gateway_error",
 )
+
+
+_Family = TypeVar("_Family", bound="MetricWrapperBase")
 
 
 def multiprocess_enabled() -> bool:
@@ -230,7 +236,10 @@ class GatewayMetrics:
             registry=reg,
             multiprocess_mode="max",
         )
+        # Read once: the variable is set before the workers start, and multiprocess mode has no exemplars.
+        self.exemplars = not multiprocess_enabled()
         self._tool_labels: set[str] = set()
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.build_info.labels(version).set(1)
         self.max_streams.set(max_streams)
         self._prime()
@@ -245,6 +254,20 @@ class GatewayMetrics:
         for reason in ("auth", "rate_limit", "concurrency", "body_size", "validation"):
             self.rejected.labels(reason)
 
+    def child(self, family: _Family, *values: str) -> _Family:
+        """``family.labels(*values)``, remembered: ``labels()`` validates and locks on every call.
+
+        The first ``MAX_CACHED_CHILDREN`` label tuples are kept (label values are bounded, so in
+        practice all of them); past that, ``labels()`` is called each time.
+        """
+        key = (family, *values)
+        found = self._children.get(key)
+        if found is None:
+            found = family.labels(*values)
+            if len(self._children) < MAX_CACHED_CHILDREN:
+                self._children[key] = found
+        return found
+
     def record_tool(self, name: str, phase: str, seconds: float | None) -> None:
         """Count a tool call and its duration, under a bounded ``tool`` label.
 
@@ -257,12 +280,12 @@ class GatewayMetrics:
                 self._tool_labels.add(name)
             else:
                 label = "other"
-        self.tool_calls.labels(label, phase).inc()
+        self.child(self.tool_calls, label, phase).inc()
         if seconds is not None:
-            self.tool_duration.labels(label, phase).observe(max(seconds, 0.0))
+            self.child(self.tool_duration, label, phase).observe(max(seconds, 0.0))
 
     def count_tokens(self, model: str, usage: Sequence[tuple[str, int]]) -> None:
         """Add token counts, skipping zeros so no empty series are created."""
         for kind, value in usage:
             if value:
-                self.tokens.labels(model, kind).inc(value)
+                self.child(self.tokens, model, kind).inc(value)

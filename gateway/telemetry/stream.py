@@ -22,7 +22,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.proxy.observer import StreamObserver
 from gateway.telemetry.logs import get_logger
-from gateway.telemetry.metrics import multiprocess_enabled
 from gateway.telemetry.models import normalize_model
 
 if TYPE_CHECKING:
@@ -191,25 +190,25 @@ class StreamRecord:
         if self.span is not None:
             ctx = self.span.get_span_context()
             trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
-            if ctx.trace_flags.sampled and not multiprocess_enabled():
+            if ctx.trace_flags.sampled and m.exemplars:
                 exemplar = {"trace_id": trace_id}
             self._end_span(self.span, outcome, error_type, usage, now)  # first: its figures are final
         ttft = self.ttft
         if obs.first_delta_at is not None and self.upstream_sent is not None:
-            m.upstream_ttft.labels(label).observe(obs.first_delta_at - self.upstream_sent, exemplar)
+            m.child(m.upstream_ttft, label).observe(obs.first_delta_at - self.upstream_sent, exemplar)
         if ttft is not None and not self.agent_turn:
-            m.ttft.labels(route, label).observe(ttft, exemplar)
+            m.child(m.ttft, route, label).observe(ttft, exemplar)
             if self.upstream_sent is not None and obs.first_delta_at is not None:
                 overhead = (
                     (self.upstream_sent - self.received) + (self.first_written or now) - obs.first_delta_at
                 )
-                m.overhead.labels(route).observe(max(overhead, 0.0), exemplar)
+                m.child(m.overhead, route).observe(max(overhead, 0.0), exemplar)
         first = self.first_written or obs.first_delta_at
         if usage.output_tokens > 1 and first is not None:
-            m.tpot.labels(label).observe((now - first) / (usage.output_tokens - 1))
+            m.child(m.tpot, label).observe((now - first) / (usage.output_tokens - 1))
         if not self.agent_turn:
-            m.duration.labels(route, label, outcome).observe(now - self.received, exemplar)
-            m.requests.labels(route, outcome).inc()
+            m.child(m.duration, route, label, outcome).observe(now - self.received, exemplar)
+            m.child(m.requests, route, outcome).inc()
         m.count_tokens(
             label,
             (
@@ -220,11 +219,11 @@ class StreamRecord:
             ),
         )
         if cost:
-            m.cost.labels(label).inc(cost)
+            m.child(m.cost, label).inc(cost)
         if error_type:
-            m.stream_errors.labels(route, error_type).inc()
+            m.child(m.stream_errors, route, error_type).inc()
         if self.disconnect_phase:
-            m.client_disconnects.labels(route, self.disconnect_phase).inc()
+            m.child(m.client_disconnects, route, self.disconnect_phase).inc()
         tools = []
         for tool in obs.tools:
             tools.append(tool.name)

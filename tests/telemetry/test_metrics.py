@@ -1,0 +1,41 @@
+"""``GatewayMetrics.child``: remembered labelled children still land in the right series."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.telemetry import metrics as metrics_module
+from gateway.telemetry.metrics import GatewayMetrics
+
+
+def fresh() -> tuple[GatewayMetrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    return GatewayMetrics(registry, version="test", max_streams=10), registry
+
+
+def test_child_is_the_labelled_series() -> None:
+    """Each label tuple gets its own series, and the same child on every call."""
+    m, registry = fresh()
+    m.child(m.requests, "/v1/messages", "ok").inc()
+    m.child(m.requests, "/v1/messages", "ok").inc()
+    m.child(m.requests, "/v1/messages", "timeout").inc()
+    m.child(m.duration, "/v1/messages", "other", "ok").observe(0.3)
+    assert m.child(m.requests, "/v1/messages", "ok") is m.requests.labels("/v1/messages", "ok")
+    sample = registry.get_sample_value
+    assert sample("claude_gateway_requests_total", {"route": "/v1/messages", "outcome": "ok"}) == 2
+    assert sample("claude_gateway_requests_total", {"route": "/v1/messages", "outcome": "timeout"}) == 1
+    labels = {"route": "/v1/messages", "model": "other", "outcome": "ok"}
+    assert sample("claude_gateway_stream_duration_seconds_count", labels) == 1
+    assert sample("claude_gateway_stream_duration_seconds_bucket", {**labels, "le": "0.5"}) == 1
+
+
+def test_child_beyond_the_cache_bound_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``MAX_CACHED_CHILDREN`` label tuples, children are looked up each time, not dropped."""
+    monkeypatch.setattr(metrics_module, "MAX_CACHED_CHILDREN", 2)
+    m, registry = fresh()
+    for _ in range(3):
+        for reason in ("a", "b", "c", "d"):
+            m.child(m.upstream_retries, reason).inc()
+    for reason in ("a", "b", "c", "d"):
+        assert registry.get_sample_value("claude_gateway_upstream_retries_total", {"reason": reason}) == 3
