@@ -16,6 +16,7 @@ reset, a malformed reply) for the rest; ``Upstream`` maps both to the gateway's 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -60,12 +61,9 @@ class HttpClient:
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> Response:
         """Send one request and return once the response's head has arrived."""
-        parts = urlsplit(url)
-        tls = parts.scheme == "https"
-        host = parts.hostname or ""
-        port = parts.port or (443 if tls else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"{method} {target} HTTP/1.1", f"host: {parts.netloc}"]
+        origin, netloc, target = _split(url)
+        tls = origin[0] == "https"
+        lines = [f"{method} {target} HTTP/1.1", f"host: {netloc}"]
         lines.extend(f"{name}: {value}" for name, value in headers.items())
         if body is not None or method in {"POST", "PUT", "PATCH"}:
             lines.append(f"content-length: {len(body or b'')}")
@@ -73,7 +71,6 @@ class HttpClient:
         if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
             raise ValueError("a header contains a line break")
         payload = head.encode("latin-1") + b"\r\n\r\n" + (body or b"")
-        origin = (parts.scheme, host, port)
         while True:
             conn, reused = self._take(origin), True
             if conn is None:
@@ -126,3 +123,12 @@ class HttpClient:
                 lambda: Connection(self, origin), origin[1], origin[2], ssl=context
             )
         return conn
+
+
+@functools.lru_cache(maxsize=256)  # the gateway asks for the same few URLs all day
+def _split(url: str) -> tuple[tuple[str, str, int], str, str]:
+    """(scheme, host, port), the ``host`` header, and the request target of ``url``."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (parts.scheme, parts.hostname or "", port), parts.netloc, target
