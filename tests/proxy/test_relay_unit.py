@@ -17,6 +17,7 @@ from gateway.telemetry.stream import Telemetry
 from gateway.telemetry.tool_latency import create_tool_correlation
 
 START = b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"x","usage":{"input_tokens":3}}}\n\n'
+STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}\n\n'
 
 
@@ -27,6 +28,7 @@ class FakeResponse:
         self.raw_headers = [(b"Request-Id", b"req_1")]
         self.chunks, self.then = list(chunks), then
         self.closed = False
+        self.paused: list[bool] = []
         self.task: asyncio.Task[None] | None = None
 
     def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
@@ -47,10 +49,10 @@ class FakeResponse:
         return done
 
     def pause_reading(self) -> None:
-        pass
+        self.paused.append(True)
 
     def resume_reading(self) -> None:
-        pass
+        self.paused.append(False)
 
     def close(self) -> None:
         self.closed = True
@@ -117,3 +119,31 @@ async def test_keepalive_only_between_events_and_drain_abort() -> None:
     assert b'"type":"overloaded_error"' in body
     assert resp.closed
     assert metrics.stream_errors.labels("/v1/messages", "drain")._value.get() == 1
+
+
+async def test_a_blocked_write_keeps_later_chunks_in_order() -> None:
+    """A write that waits for the client pauses upstream reading; the chunks that still arrive
+    are written after it, in order, as one write, and reading resumes."""
+    chunks = [START, DELTA, DELTA.replace(b'"a"', b'"b"'), DELTA.replace(b'"a"', b'"c"'), STOP]
+    resp = FakeResponse(chunks)
+    relay, metrics, _ = relay_for(resp)
+    gate = asyncio.Event()
+    bodies: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and len(bodies) == 1:
+            await gate.wait()  # the client's socket is full
+        if message["type"] == "http.response.body":
+            bodies.append(message["body"])
+
+    task = asyncio.create_task(relay({"type": "http"}, never_disconnects, send))
+    await asyncio.sleep(0.2)
+    assert resp.paused == [True]
+    assert bodies == [START]
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    assert b"".join(bodies) == b"".join(chunks)
+    assert bodies[1] == DELTA  # the write that waited
+    assert bodies[2] == b"".join(chunks[2:])  # what came meanwhile, in one write
+    assert resp.paused == [True, False]
+    assert metrics.requests.labels("/v1/messages", "ok")._value.get() == 1
