@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ("HttpClient", "Response")
 
+_DNS_TTL = 300.0
+"""Seconds a host's resolved addresses are reused for new connections."""
 _KEEPALIVE_EXPIRY = 15.0
 """Seconds an idle pooled connection is kept (servers closing sooner send a FIN we notice)."""
 
@@ -55,6 +58,7 @@ class HttpClient:
         self.max_idle = max_idle
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._dns: dict[str, tuple[float, list[str]]] = {}
         self._closed = False
 
     async def request(
@@ -117,12 +121,37 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         if tls and self._ssl is None:
             self._ssl = ssl.create_default_context()
-        context = self._ssl if tls else None
+        host, port = origin[1], origin[2]
         async with asyncio.timeout(self.connect_timeout):
-            _, conn = await loop.create_connection(
-                lambda: Connection(self, origin), origin[1], origin[2], ssl=context
-            )
-        return conn
+            addresses = await self._resolve(host, port)
+            failure: OSError = OSError(f"{host} has no address")
+            for address in addresses:  # in resolver order, the next one if one refuses
+                try:
+                    _, conn = await loop.create_connection(
+                        lambda: Connection(self, origin), address, port,
+                        ssl=self._ssl if tls else None, server_hostname=host if tls else None,
+                    )
+                except OSError as exc:
+                    failure = exc
+                else:
+                    return conn
+            self._dns.pop(host, None)
+            raise failure
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        """The host's addresses, remembered for ``_DNS_TTL`` seconds.
+
+        Without the memory, a burst of new streams queues one resolver call each on the loop's
+        thread pool before its first byte goes out.
+        """
+        loop = asyncio.get_running_loop()
+        cached = self._dns.get(host)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        self._dns[host] = (loop.time() + _DNS_TTL, addresses)
+        return addresses
 
 
 @functools.lru_cache(maxsize=256)  # the gateway asks for the same few URLs all day

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -252,3 +253,30 @@ async def test_tls_and_an_informational_reply() -> None:
         await http.close()
         with pytest.raises(ssl.SSLError):  # the system trust store does not know this CA
             await client().request("GET", url + "/v1/models", {})
+
+
+async def test_names_are_resolved_once_and_every_address_is_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two new connections to ``localhost`` resolve it once; an address that refuses (here a
+    dead one listed first) falls through to the next."""
+    server = Server(sse_forever)
+    async with server as url:
+        loop = asyncio.get_running_loop()
+        real = loop.getaddrinfo
+        calls: list[str] = []
+
+        async def counting(host: str, port: int, **kwargs: object) -> list[tuple[object, ...]]:
+            calls.append(host)
+            infos = await real(host, port, **kwargs)  # type: ignore[arg-type]
+            dead = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 1))
+            return [dead, *[i for i in infos if i[0] == socket.AF_INET]]
+
+        monkeypatch.setattr(loop, "getaddrinfo", counting)
+        http = client()
+        first = await http.request("POST", url, {}, b"")
+        second = await http.request("POST", url, {}, b"")  # the first is still in flight: a new one
+        for resp in (first, second):
+            await resp.read()
+            resp.close()
+        await http.close()
+    assert calls == ["localhost"]
+    assert server.connections == 2
