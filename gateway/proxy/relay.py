@@ -208,6 +208,10 @@ class StreamRelay:
         """The hot path, called from the upstream's read callback: observe, then write."""
         self._feed(chunk)
         self._write(chunk)
+        if self._backlog is None:  # written now (else: when the backlog is)
+            self._mark_first_written()
+
+    def _mark_first_written(self) -> None:
         if self.record.first_written is None and self.record.observer.first_delta_at is not None:
             self.record.first_written = time.perf_counter()
 
@@ -232,6 +236,8 @@ class StreamRelay:
                 await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
         except Exception as exc:  # noqa: BLE001 - ends the stream in __call__, with an event
             self._failure = exc
+        else:
+            self._mark_first_written()
         self._backlog = self._flush = None
         self.resp.resume_reading()
         if self._failure is not None or self._upstream.done():
