@@ -30,31 +30,16 @@ class Response:
         raw_headers: The header lines as received (names in the upstream's case).
     """
 
-    __slots__ = ("_conn", "_headers", "raw_headers", "status")
+    __slots__ = ("_conn", "raw_headers", "status")
 
     def __init__(self, conn: Connection, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self._conn = conn
         self.status = status
         self.raw_headers = raw_headers
-        self._headers: dict[str, str] | None = None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Names lower-cased, repeated headers joined with ``", "`` (decoded on first use)."""
-        if self._headers is None:
-            out: dict[str, str] = {}
-            for name, value in self.raw_headers:
-                key, text = name.decode("latin-1").lower(), value.decode("latin-1")
-                out[key] = f"{out[key]}, {text}" if key in out else text
-            self._headers = out
-        return self._headers
 
     def header(self, name: bytes) -> str:
-        """One header's value (``name`` lower-case), ``""`` if absent; no dict is built."""
-        for key, value in self.raw_headers:
-            if key.lower() == name:
-                return value.decode("latin-1")
-        return ""
+        """A header's value (``name`` lower-case), repeats joined with ``", "``; ``""`` if absent."""
+        return ", ".join(value.decode("latin-1") for key, value in self.raw_headers if key.lower() == name)
 
     @property
     def content_type(self) -> str:

@@ -113,11 +113,13 @@ class StreamRelay:
         "_feed",
         "_flush",
         "_hub",
+        "_idle_ticks",
+        "_seen",
         "_send",
+        "_stalled_ticks",
         "_tick",
         "_timer",
         "_upstream",
-        "_watch",
         "_writes",
         "extra_headers",
         "record",
@@ -143,7 +145,7 @@ class StreamRelay:
         self._abort_reason = "drain"
         settings = hub.settings
         self._tick = min(settings.keepalive_seconds, settings.send_timeout) / 3
-        self._watch = [0, 0, 0]  # writes seen at the last tick, idle ticks, stalled ticks
+        self._seen = self._idle_ticks = self._stalled_ticks = 0  # writes seen at the last tick
         self._timer: asyncio.TimerHandle | None = None
 
     def abort(self, reason: str) -> None:
@@ -208,7 +210,7 @@ class StreamRelay:
         """The hot path, called from the upstream's read callback: observe, then write."""
         self._feed(chunk)
         self._write(chunk)
-        if self._backlog is None:  # written now (else: when the backlog is)
+        if self.record.first_written is None and self._backlog is None:  # else: when it is written
             self._mark_first_written()
 
     def _mark_first_written(self) -> None:
@@ -288,18 +290,18 @@ class StreamRelay:
     def _watchdog(self) -> None:
         """Every tick: a keepalive comment when idle, the end of a client blocked too long."""
         settings = self._hub.settings
-        watch = self._watch
-        if self._writes != watch[0]:
-            watch[:] = [self._writes, 0, 0]
+        if self._writes != self._seen:
+            self._seen, self._idle_ticks, self._stalled_ticks = self._writes, 0, 0
         elif self._backlog is not None:
-            watch[2] += 1
-            if watch[2] * self._tick >= settings.send_timeout:
+            self._stalled_ticks += 1
+            if self._stalled_ticks * self._tick >= settings.send_timeout:
                 self._decide("slow_client")  # it stopped reading: drop it rather than buffer without bound
                 return
         else:
-            watch[1] += 1
-            if watch[1] * self._tick >= settings.keepalive_seconds and self.record.observer.at_boundary:
-                watch[1] = 0
+            self._idle_ticks += 1
+            idle = self._idle_ticks * self._tick >= settings.keepalive_seconds
+            if idle and self.record.observer.at_boundary:
+                self._idle_ticks = 0
                 try:
                     self._write(KEEPALIVE)
                 except Exception as exc:  # noqa: BLE001 - ends the stream in __call__, with an event

@@ -64,14 +64,14 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
     return out
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    ms = headers.get("retry-after-ms")
+def _retry_after(resp: Response) -> float | None:
+    ms = resp.header(b"retry-after-ms")
     if ms:
         try:
             return max(float(ms) / 1000, 0.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
+    value = resp.header(b"retry-after")
     if value:
         try:
             return max(float(value), 0.0)
@@ -154,7 +154,7 @@ class Upstream:
                 if resp.status < 300:
                     return resp
                 wait = (
-                    self._backoff(attempt, _retry_after(resp.headers), deadline)
+                    self._backoff(attempt, _retry_after(resp), deadline)
                     if resp.status in RETRY_STATUSES
                     else None
                 )
