@@ -26,7 +26,6 @@ from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.static_files import create_static_files_router
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import CollectorRegistry
 
 from gateway.agent.routes import agent_routes
@@ -43,6 +42,7 @@ from gateway.state import RAW_SEND, GatewayState
 from gateway.telemetry.logs import configure_logging, get_logger
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.pricing import PriceTable
+from gateway.telemetry.server_span import ServerSpanMiddleware
 from gateway.telemetry.stream import Telemetry
 from gateway.telemetry.tool_latency import create_tool_correlation
 from gateway.telemetry.tracing import RecentTraces, build_tracer_provider
@@ -61,7 +61,7 @@ class GatewayApp(Litestar):
     """Litestar, plus the server's unwrapped ``send`` in the scope for stream bodies.
 
     Between the server and a handler, ``send`` is wrapped by Litestar's exception middleware and
-    the OpenTelemetry ASGI middleware, and each wrapper inspects every message. That matters for
+    the server-span middleware, and each wrapper inspects every message. That matters for
     the first message (status) and the last (end of the server span) only. The relays write
     those through the wrapped ``send`` and each body chunk through ``scope[RAW_SEND]``, so a
     5,000-event stream costs the wrappers two calls, not 5,000.
@@ -113,11 +113,7 @@ def create_app(
     middleware: list[Any] = []
     if settings.telemetry:
         middleware.append(
-            DefineMiddleware(
-                OpenTelemetryMiddleware,  # type: ignore[arg-type]  # a plain ASGI middleware class
-                tracer_provider=provider,
-                exclude_spans=["receive", "send"],
-            )
+            DefineMiddleware(ServerSpanMiddleware, tracer_provider=provider)
         )
 
     @asynccontextmanager
