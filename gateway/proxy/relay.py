@@ -80,14 +80,14 @@ class RelayHub:
         """Count a stream as live."""
         self.live.add(stream)
         if self.metrics is not None:
-            self.metrics.active_streams.labels(route).inc()
+            self.metrics.child(self.metrics.active_streams, route).inc()
 
     def discard(self, stream: Abortable, route: str) -> None:
         """Count a stream as ended (idempotent)."""
         if stream in self.live:
             self.live.remove(stream)
             if self.metrics is not None:
-                self.metrics.active_streams.labels(route).dec()
+                self.metrics.child(self.metrics.active_streams, route).dec()
 
     def abort_all(self, reason: str) -> None:
         """End every live stream with a retryable error (used when the drain time is up)."""

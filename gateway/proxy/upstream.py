@@ -183,7 +183,7 @@ class Upstream:
 
     def _count_status(self, status: int) -> None:
         if self._metrics is not None:
-            self._metrics.upstream_responses.labels(str(status)).inc()
+            self._metrics.child(self._metrics.upstream_responses, str(status)).inc()
 
     def _count_retry(self, reason: str) -> None:
         if self._metrics is not None:

@@ -40,6 +40,9 @@ __all__ = ("ServerSpanMiddleware",)
 _ATTRIBUTE_HEADERS = frozenset({b"host", b"user-agent"})
 """The request headers ``collect_request_attributes`` reads."""
 
+_KNOWN_REQUESTS = 512
+"""Request shapes whose attributes are remembered (then the memory starts again)."""
+
 
 class ServerSpanMiddleware:
     """ASGI middleware making one SERVER span per HTTP request.
@@ -57,6 +60,7 @@ class ServerSpanMiddleware:
             _OpenTelemetryStabilitySignalType.HTTP
         )
         self._fields = frozenset(f.encode() for f in propagate.get_global_textmap().fields)
+        self._known: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
         """Run the app inside the request's span."""
@@ -70,7 +74,7 @@ class ServerSpanMiddleware:
                 read.append(item)
             elif item[0] in self._fields:
                 carrier[item[0].decode("latin-1")] = item[1].decode("latin-1")
-        attributes = collect_request_attributes({**scope, "headers": read}, self._mode)  # type: ignore[no-untyped-call]
+        attributes = self._request_attributes(scope, read)
         name = get_default_span_details(scope)[0]
         token = None
         if trace.get_current_span() is INVALID_SPAN:
@@ -98,3 +102,21 @@ class ServerSpanMiddleware:
                 context.detach(token)
             if span.is_recording():
                 span.end()
+
+    def _request_attributes(self, scope: Any, read: list[tuple[bytes, bytes]]) -> dict[str, Any]:  # noqa: ANN401
+        # A keep-alive connection (nginx's to the gateway above all) repeats the same request
+        # shape: the attributes are remembered by everything collect_request_attributes reads.
+        # start_span copies them, so one dict can serve every span.
+        server, client = scope.get("server"), scope.get("client")
+        key = (
+            scope.get("method"), scope.get("scheme"), scope.get("http_version"), scope.get("root_path"),
+            scope.get("path"), scope.get("query_string"), server and tuple(server), client and tuple(client),
+            *read,
+        )
+        found = self._known.get(key)
+        if found is None:
+            found = collect_request_attributes({**scope, "headers": read}, self._mode)  # type: ignore[no-untyped-call]
+            if len(self._known) >= _KNOWN_REQUESTS:
+                self._known.clear()
+            self._known[key] = found
+        return found

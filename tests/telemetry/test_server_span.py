@@ -140,3 +140,29 @@ def test_non_http_scopes_pass_through() -> None:
     asyncio.run(ServerSpanMiddleware(app, tracer_provider=provider)({"type": "lifespan"}, None, None))
     assert seen == ["lifespan"]
     assert exporter.get_finished_spans() == ()
+
+
+def test_remembered_attributes_follow_the_request() -> None:
+    """Request attributes are remembered per request shape; any difference gets its own."""
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    middleware = ServerSpanMiddleware(app_answering(200), tracer_provider=provider)
+    tracer = provider.get_tracer("test")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(_: Any) -> None:
+        pass
+
+    requests = [scope(), scope(), {**scope(), "client": ("10.0.0.7", 40000)}, scope("/v1/models"),
+                {**scope(), "headers": [(b"host", b"other.example"), (b"user-agent", b"curl/8.5.0")]}]
+    for request in requests:
+        asyncio.run(middleware({**request, "test.tracer": tracer}, receive, send))
+    spans = [dict(s.attributes or {}) for s in exporter.get_finished_spans() if s.name != "inner"]
+    assert spans[0] == spans[1]
+    assert (spans[2]["net.peer.ip"], spans[2]["net.peer.port"]) == ("10.0.0.7", 40000)
+    assert spans[3]["http.target"] == "/v1/models"
+    assert spans[4]["http.server_name"] == "other.example"
+    assert spans[0]["http.server_name"] == "gw.example:8443"
