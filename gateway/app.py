@@ -14,7 +14,6 @@ own graceful timeout is set longer than the drain, so no stream is cut without a
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import signal
 from contextlib import asynccontextmanager
@@ -55,7 +54,7 @@ if TYPE_CHECKING:
 
     from gateway.settings import Settings
 
-__all__ = ("GatewayApp", "create_app", "create_app_from_env", "package_version", "tune_gc")
+__all__ = ("GatewayApp", "create_app", "create_app_from_env", "package_version")
 
 
 class GatewayApp(Litestar):
@@ -275,23 +274,4 @@ def create_app_from_env() -> Litestar:
 
     settings = Settings.from_env(env_file=os.environ.get("GATEWAY_ENV_FILE", ".env") or None)
     configure_logging(settings)
-    app = create_app(settings)
-    tune_gc()
-    return app
-
-
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations between two collections of the young generation (CPython's default: 700)."""
-
-
-def tune_gc() -> None:
-    """Set the collector up for a server process, once everything long-lived is built.
-
-    A stream allocates a few thousand short-lived containers (ASGI messages, spans, futures,
-    dicts); at CPython's default threshold the young generation is collected several times per
-    stream, about 7 % of a stream's instructions (callgrind, 100-event streams). Nearly all of
-    those objects die by reference count before any collection could matter. The modules and
-    the app, built by now, are frozen out of every later collection.
-    """
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    return create_app(settings)
