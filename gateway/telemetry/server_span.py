@@ -87,11 +87,11 @@ class ServerSpanMiddleware:
         mode = self._mode
 
         async def traced_send(message: Any) -> None:  # noqa: ANN401 - ASGI
-            kind = message["type"]
-            if kind == "http.response.start":
+            what = message["type"]
+            if what == "http.response.start":
                 set_status_code(span, message["status"], None, mode)  # type: ignore[no-untyped-call]
             await send(message)
-            if kind == "http.response.body" and not message.get("more_body", False):
+            if what == "http.response.body" and not message.get("more_body", False):
                 span.end()
 
         try:
