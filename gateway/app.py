@@ -43,6 +43,7 @@ from gateway.telemetry.logs import configure_logging, get_logger
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.server_span import ServerSpanMiddleware
+from gateway.telemetry.spans import light_tracer
 from gateway.telemetry.stream import Telemetry
 from gateway.telemetry.tool_latency import create_tool_correlation
 from gateway.telemetry.tracing import RecentTraces, build_tracer_provider
@@ -145,7 +146,7 @@ def create_app(
         )
         telemetry = Telemetry(
             metrics=metrics,
-            tracer=provider.get_tracer("gateway", ver) if settings.telemetry else None,
+            tracer=light_tracer(provider, "gateway", ver) if settings.telemetry else None,
             prices=PriceTable.load(settings.prices_file or None),
             correlation=correlation,
             capture_content=settings.capture_content,

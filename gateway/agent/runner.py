@@ -29,6 +29,7 @@ from gateway.agent.store import create_event_store, wait_for_cancel
 from gateway.telemetry.logs import get_logger
 from gateway.telemetry.metrics import ROUTE_AGENT
 from gateway.telemetry.models import normalize_model
+from gateway.telemetry.spans import light_tracer
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -91,7 +92,7 @@ class AgentRunner:
         self.hub = hub
         self.default_model = "claude-sonnet-5-5"
         self.runs: dict[str, AgentRun] = {}
-        self._tracer = provider.get_tracer("gateway.agent") if settings.telemetry else None
+        self._tracer = light_tracer(provider, "gateway.agent") if settings.telemetry else None
         self.store: EventStore | None = None
         self.tools: ToolRegistry | None = None
 

@@ -32,6 +32,8 @@ from opentelemetry.instrumentation.asgi import (
 )
 from opentelemetry.trace import INVALID_SPAN, SpanKind
 
+from gateway.telemetry.spans import light_tracer
+
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
@@ -54,7 +56,7 @@ class ServerSpanMiddleware:
 
     def __init__(self, app: Any, *, tracer_provider: TracerProvider) -> None:  # noqa: ANN401 - ASGI
         self.app = app
-        self._tracer = tracer_provider.get_tracer(__name__)
+        self._tracer = light_tracer(tracer_provider, __name__)
         _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]
         self._mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
             _OpenTelemetryStabilitySignalType.HTTP
