@@ -30,12 +30,12 @@ from opentelemetry.instrumentation.asgi import (
     get_default_span_details,
     set_status_code,
 )
-from opentelemetry.trace import INVALID_SPAN, SpanKind
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status
 
 from gateway.telemetry.spans import light_tracer
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import TracerProvider
+    from opentelemetry.trace import Span, TracerProvider
 
 __all__ = ("ServerSpanMiddleware",)
 
@@ -62,7 +62,8 @@ class ServerSpanMiddleware:
             _OpenTelemetryStabilitySignalType.HTTP
         )
         self._fields = frozenset(f.encode() for f in propagate.get_global_textmap().fields)
-        self._known: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._known: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+        self._statuses: dict[int, _StatusProbe] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
         """Run the app inside the request's span."""
@@ -76,8 +77,7 @@ class ServerSpanMiddleware:
                 read.append(item)
             elif item[0] in self._fields:
                 carrier[item[0].decode("latin-1")] = item[1].decode("latin-1")
-        attributes = self._request_attributes(scope, read)
-        name = get_default_span_details(scope)[0]
+        name, attributes = self._request_details(scope, read)
         token = None
         if trace.get_current_span() is INVALID_SPAN:
             kind = SpanKind.SERVER
@@ -86,12 +86,11 @@ class ServerSpanMiddleware:
         else:
             kind, parent = SpanKind.INTERNAL, None
         span = self._tracer.start_span(name, parent, kind, attributes)
-        mode = self._mode
 
         async def traced_send(message: Any) -> None:  # noqa: ANN401 - ASGI
             what = message["type"]
             if what == "http.response.start":
-                set_status_code(span, message["status"], None, mode)  # type: ignore[no-untyped-call]
+                self._status(message["status"]).replay(span)
             await send(message)
             if what == "http.response.body" and not message.get("more_body", False):
                 span.end()
@@ -105,20 +104,65 @@ class ServerSpanMiddleware:
             if span.is_recording():
                 span.end()
 
-    def _request_attributes(self, scope: Any, read: list[tuple[bytes, bytes]]) -> dict[str, Any]:  # noqa: ANN401
+    def _request_details(self, scope: Any, read: list[tuple[bytes, bytes]]) -> tuple[str, dict[str, Any]]:  # noqa: ANN401
         # A keep-alive connection (nginx's to the gateway above all) repeats the same request
-        # shape: the attributes are remembered by everything collect_request_attributes reads.
-        # start_span copies them, so one dict can serve every span.
+        # shape: name and attributes are remembered by everything the two functions read.
+        # start_span copies the attributes, so one dict can serve every span.
         server, client = scope.get("server"), scope.get("client")
         key = (
-            scope.get("method"), scope.get("scheme"), scope.get("http_version"), scope.get("root_path"),
-            scope.get("path"), scope.get("query_string"), server and tuple(server), client and tuple(client),
+            scope.get("method"),
+            scope.get("scheme"),
+            scope.get("http_version"),
+            scope.get("root_path"),
+            scope.get("path"),
+            scope.get("query_string"),
+            server and tuple(server),
+            client and tuple(client),
             *read,
         )
         found = self._known.get(key)
         if found is None:
-            found = collect_request_attributes({**scope, "headers": read}, self._mode)  # type: ignore[no-untyped-call]
+            attributes = collect_request_attributes({**scope, "headers": read}, self._mode)  # type: ignore[no-untyped-call]
+            found = (get_default_span_details(scope)[0], attributes)
             if len(self._known) >= _KNOWN_REQUESTS:
                 self._known.clear()
             self._known[key] = found
         return found
+
+    def _status(self, status: int) -> _StatusProbe:
+        found = self._statuses.get(status)
+        if found is None:
+            found = self._statuses[status] = _StatusProbe(status, self._mode)
+        return found
+
+
+class _StatusProbe:
+    """What the instrumentation's ``set_status_code`` does to a span for one status, replayed.
+
+    It sets an attribute or two and a span status, chosen by the status code and the
+    semantic-convention mode only; running it once per status code keeps its choices.
+    """
+
+    def __init__(self, status: int, mode: Any) -> None:  # noqa: ANN401 - an instrumentation enum
+        self.attributes: dict[str, Any] = {}
+        self.span_status: Status | None = None
+        set_status_code(self, status, None, mode)  # type: ignore[no-untyped-call]
+
+    def is_recording(self) -> bool:
+        """The probe records whatever it is told."""
+        return True
+
+    def set_attribute(self, key: str, value: Any) -> None:  # noqa: ANN401
+        """Keep an attribute to replay."""
+        self.attributes[key] = value
+
+    def set_status(self, status: Status) -> None:
+        """Keep the status to replay."""
+        self.span_status = status
+
+    def replay(self, span: Span) -> None:
+        """Do to ``span`` what ``set_status_code`` did to the probe."""
+        if span.is_recording():
+            span.set_attributes(self.attributes)
+            if self.span_status is not None:
+                span.set_status(self.span_status)

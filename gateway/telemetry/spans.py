@@ -58,7 +58,10 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     """A copy with lists made tuples, as the SDK stores them."""
     if not attributes:
         return {}
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()}
+    out = dict(attributes)
+    if list in map(type, out.values()):  # the scan runs in C; lists are rare
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
+    return out
 
 
 class _Tracer(trace.Tracer):
