@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per leg")
     p.add_argument("--ramp", type=float, default=10.0, help="open-streams: seconds to open them all")
     p.add_argument("--workers", type=int, default=1, help="also measure a gateway with N workers")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="throughput: run the direct, nginx and gateway legs N times in alternating "
+                        "order and report each figure's median (for noisy machines)")
     p.add_argument("--telemetry", choices=("on", "off", "both"), default="both")
     p.add_argument("--target", default=None, help="measure an already running gateway at this URL")
     p.add_argument("--target-pid", type=int, default=None, help="its pid, for CPU and RSS figures")
@@ -59,7 +62,7 @@ def _resolve(args: argparse.Namespace) -> None:
     args.duration = duration if args.duration is None else args.duration
     if args.target:
         args.target = args.target.rstrip("/")
-    for name in ("concurrency", "events", "workers"):
+    for name in ("concurrency", "events", "workers", "rounds"):
         if getattr(args, name) < 1:
             raise SystemExit(f"claude-gateway bench: --{name} must be >= 1")
     if args.token_rate < 0 or args.duration < 0 or args.warmup < 0:

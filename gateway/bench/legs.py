@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from gateway.bench.procs import cpu_seconds, rss_bytes, tree
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("LegConfig", "Sampler", "pct", "run_leg", "run_phase")
+__all__ = ("LegConfig", "Sampler", "merge_rounds", "pct", "run_leg", "run_phase")
 
 EVENT_OVERHEAD = 6
 """Events of a text stream besides its deltas: message_start, ping, block start/stop, delta, stop."""
@@ -168,3 +169,29 @@ async def run_leg(name: str, url: str, pid: int | None, cfg: LegConfig,
             **paced_proxy,
         },
     }
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One leg's figures over several rounds: each figure's median, counts summed.
+
+    Lists (the workers' CPU split) and missing figures are the first round's; each phase keeps
+    every round's CPU per event as ``cpu_us_per_event_rounds``, the spread a reader should see.
+    """
+    if len(rounds) == 1:
+        return rounds[0]
+    out: dict[str, Any] = {}
+    for phase, first in rounds[0].items():
+        merged: dict[str, Any] = {}
+        for key, value in first.items():
+            values = [r[phase][key] for r in rounds]
+            if key in {"streams", "errors"}:
+                merged[key] = sum(values)
+            elif key == "error_samples":
+                merged[key] = [sample for v in values for sample in v][:5]
+            elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                merged[key] = round(statistics.median(values), 3)
+            else:
+                merged[key] = value
+        merged["cpu_us_per_event_rounds"] = [r[phase].get("cpu_us_per_event") for r in rounds]
+        out[phase] = merged
+    return out

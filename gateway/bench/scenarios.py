@@ -13,11 +13,11 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from gateway.bench import procs
-from gateway.bench.legs import LegConfig, pct, run_leg, run_phase
+from gateway.bench.legs import LegConfig, merge_rounds, pct, run_leg, run_phase
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from gateway.bench.load import LoadState
 
@@ -85,18 +85,7 @@ async def throughput(ctx: Context) -> dict[str, Any]:
         return results
     sim = ctx.start_sim()
     url = "/v1/messages"
-    results["direct"] = await run_leg("direct", sim + url, None, cfg, ctx.progress)
-    if procs.nginx_binary() is not None:
-        with ctx.proxy("nginx", sim) as ng:
-            results["nginx"] = await run_leg("nginx", ng.url + url, ng.proc.pid, cfg, ctx.progress)
-    else:
-        ctx.notes.append("nginx is not installed: no reference legs, ratios unavailable")
-    for telemetry in (True, False):
-        if args.telemetry != "both" and (args.telemetry == "on") != telemetry:
-            continue
-        name = "gateway" if telemetry else "gateway_telemetry_off"
-        with ctx.proxy("gateway", sim, telemetry=telemetry) as gw:
-            results[name] = await run_leg(name, gw.url + url, gw.proc.pid, cfg, ctx.progress)
+    results.update(await _compared_legs(ctx, sim))
     if procs.nginx_binary() is not None and procs.repo_nginx_conf() is not None:
         with ctx.proxy("gateway", sim, telemetry=args.telemetry != "off") as gw:
             front = procs.start_nginx(gw.url, repo_conf=True)
@@ -117,6 +106,43 @@ async def throughput(ctx: Context) -> dict[str, Any]:
         ctx.notes.append(f"{name}: unpinned, sharing the machine with the load generator and "
                          "the simulator")
     return results
+
+
+async def _compared_legs(ctx: Context, sim: str) -> dict[str, Any]:
+    """Direct, bare nginx and the gateway (telemetry on and off), ``--rounds`` times each."""
+    args, cfg = ctx.args, ctx.cfg
+
+    async def direct(label: str) -> dict[str, Any]:
+        return await run_leg(label, sim + "/v1/messages", None, cfg, ctx.progress)
+
+    def proxied(kind: str, telemetry: bool = True) -> Callable[[str], Awaitable[dict[str, Any]]]:
+        async def leg(label: str) -> dict[str, Any]:
+            with ctx.proxy(kind, sim, telemetry=telemetry) as proc:
+                return await run_leg(label, proc.url + "/v1/messages", proc.proc.pid, cfg, ctx.progress)
+
+        return leg
+
+    compared: list[tuple[str, Callable[[str], Awaitable[dict[str, Any]]]]] = [("direct", direct)]
+    if procs.nginx_binary() is not None:
+        compared.append(("nginx", proxied("nginx")))
+    else:
+        ctx.notes.append("nginx is not installed: no reference legs, ratios unavailable")
+    compared += [
+        ("gateway" if on else "gateway_telemetry_off", proxied("gateway", on))
+        for on in (True, False)
+        if args.telemetry == "both" or (args.telemetry == "on") == on
+    ]
+    # Several rounds, every other one in reverse order: a machine that speeds up or slows down
+    # during the run then weighs on every leg alike, and each figure is the median of its rounds.
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for i in range(args.rounds):
+        for name, leg in compared if i % 2 == 0 else compared[::-1]:
+            label = name if args.rounds == 1 else f"{name} ({i + 1}/{args.rounds})"
+            rounds.setdefault(name, []).append(await leg(label))
+    if args.rounds > 1:
+        ctx.notes.append(f"direct, nginx and gateway legs: median of {args.rounds} rounds in "
+                         "alternating order; cpu_us_per_event_rounds lists each round's figure")
+    return {name: merge_rounds(figures) for name, figures in rounds.items()}
 
 
 def _open_figures(state: LoadState, proxy: dict[str, Any], rss_at_peak: int) -> dict[str, Any]:
