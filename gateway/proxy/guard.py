@@ -69,7 +69,7 @@ class Admission:
 
 def check_key(request: Request[Any, Any, Any], auth: KeyAuthenticator) -> str:
     """Return the caller's key id, or refuse with 401."""
-    result = auth.authenticate(request.headers)
+    result = auth.authenticate(request.scope["headers"])  # raw pairs: no Headers object built
     if not result.ok:
         message = "x-api-key header is required" if result.reason == "missing" else "invalid x-api-key"
         raise RequestRejected(401, message, reason="auth")

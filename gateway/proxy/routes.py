@@ -42,7 +42,9 @@ def request_id_of(request: Request[Any, Any, Any]) -> str:
     """The gateway's id for this request: the client's (or nginx's) ``x-request-id``, or a new one."""
     rid = request.scope.get("state", {}).get("request_id")
     if rid is None:
-        incoming = request.headers.get("x-request-id", "")
+        incoming = next(
+            (v.decode("latin-1") for k, v in request.scope["headers"] if k == b"x-request-id"), ""
+        )
         rid = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
         request.scope.setdefault("state", {})["request_id"] = rid
     return str(rid)
@@ -97,7 +99,7 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
     rid = request_id_of(request)
     try:
         await _observe_client_tools(state, body)
-        headers = forward_headers(request.headers, simulator=state.settings.local_upstream)
+        headers = forward_headers(request.scope["headers"], simulator=state.settings.local_upstream)
         headers["x-request-id"] = rid
         record.upstream_sent = time.perf_counter()
         resp = await state.upstream.send(
@@ -159,7 +161,7 @@ async def _pass_through(
     state = state_of(request)
     await admit(state.limiter, _key_id(request), stream=False)
     rid = request_id_of(request)
-    headers = forward_headers(request.headers, simulator=state.settings.local_upstream)
+    headers = forward_headers(request.scope["headers"], simulator=state.settings.local_upstream)
     headers["x-request-id"] = rid
     resp = await state.upstream.send(
         method,

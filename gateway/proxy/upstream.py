@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from opentelemetry.propagate import inject
@@ -23,7 +24,7 @@ from opentelemetry.propagate import inject
 from gateway.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable
 
     from gateway.proxy.client import HttpClient
     from gateway.proxy.connection import Response
@@ -43,13 +44,25 @@ RESPONSE_HEADERS = frozenset(
 _RESPONSE_RAW = frozenset(name.encode() for name in RESPONSE_HEADERS)
 
 
-def forward_headers(client: Mapping[str, str], *, simulator: bool) -> dict[str, str]:
-    """Pick the client's headers the upstream should see. Client credentials never pass."""
-    out: dict[str, str] = {}
-    for name, value in client.items():
-        key = name.lower()
-        if key in _FORWARD or key.startswith("anthropic-") or (simulator and key.startswith("x-simulator-")):
-            out[key] = value
+def forward_headers(
+    client: Mapping[str, str] | Iterable[tuple[bytes, bytes]], *, simulator: bool
+) -> dict[str, str]:
+    """Pick the client's headers the upstream should see. Client credentials never pass.
+
+    Args:
+        client: A header mapping, or the raw ASGI ``scope["headers"]`` (names lower-case).
+        simulator: Whether ``x-simulator-*`` headers pass too (a local upstream only).
+    """
+    pairs = (
+        ((k.lower(), v) for k, v in client.items())
+        if isinstance(client, Mapping)
+        else ((k.decode("latin-1"), v.decode("latin-1")) for k, v in client)
+    )
+    out = {
+        key: value
+        for key, value in pairs
+        if key in _FORWARD or key.startswith("anthropic-") or (simulator and key.startswith("x-simulator-"))
+    }
     out.setdefault("anthropic-version", "2023-06-01")
     return out
 
