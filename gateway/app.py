@@ -18,6 +18,7 @@ import gc
 import os
 import signal
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from gateway.agent.runner import AgentRunner
 from gateway.handlers import exception_handlers
 from gateway.ops import ops_routes
 from gateway.proxy.client import HttpClient
+from gateway.proxy.fast_path import MessagesFastPath
 from gateway.proxy.relay import RelayHub
 from gateway.proxy.routes import proxy_routes
 from gateway.proxy.upstream import Upstream
@@ -41,7 +43,7 @@ from gateway.security.auth import KeyAuthenticator
 from gateway.security.limits import create_limiter
 from gateway.state import RAW_SEND, GatewayState
 from gateway.telemetry.logs import configure_logging, get_logger
-from gateway.telemetry.metrics import GatewayMetrics
+from gateway.telemetry.metrics import ROUTE_MESSAGES, GatewayMetrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.server_span import ServerSpanMiddleware
 from gateway.telemetry.spans import light_tracer
@@ -60,18 +62,33 @@ __all__ = ("GatewayApp", "create_app", "create_app_from_env", "package_version")
 
 
 class GatewayApp(Litestar):
-    """Litestar, plus the server's unwrapped ``send`` in the scope for stream bodies.
+    """Litestar, plus the server's unwrapped ``send`` in the scope, plus the Messages fast path.
 
     Between the server and a handler, ``send`` is wrapped by Litestar's exception middleware and
     the server-span middleware, and each wrapper inspects every message. That matters for
     the first message (status) and the last (end of the server span) only. The relays write
     those through the wrapped ``send`` and each body chunk through ``scope[RAW_SEND]``, so a
-    5,000-event stream costs the wrappers two calls, not 5,000.
+    5,000-event stream costs the wrappers two calls, not 5,000. ``POST /v1/messages`` goes to
+    the fast path first, which hands Litestar whatever it does not serve whole.
     """
 
+    fast_path: MessagesFastPath | None = None
+    """``POST /v1/messages`` for the requests that pass every check (``proxy/fast_path.py``)."""
+
+    def with_fast_path(self, wrap: Any) -> GatewayApp:  # noqa: ANN401 - a middleware factory
+        """Serve ``POST /v1/messages`` through the fast path, ``wrap`` (the server span) around it."""
+        self.fast_path = MessagesFastPath(self, wrap)
+        return self
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
-        """Keep the raw ``send``, then run the app."""
+        """Keep the raw ``send``, then run the app (or its fast path)."""
         scope[RAW_SEND] = send
+        fast = self.fast_path
+        if fast is not None and scope["type"] == "http" and scope["path"] == ROUTE_MESSAGES and (
+            scope["method"] == "POST"
+        ):
+            await fast(scope, receive, send, super().__call__)
+            return
         await super().__call__(scope, receive, send)
 
 
@@ -112,11 +129,9 @@ def create_app(
     elif recent is not None:
         tracer_provider.add_span_processor(recent)
     provider = tracer_provider
-    middleware: list[Any] = []
-    if settings.telemetry:
-        middleware.append(
-            DefineMiddleware(ServerSpanMiddleware, tracer_provider=provider)
-        )
+    # The server span wraps Litestar's routes and the fast path alike.
+    span = partial(ServerSpanMiddleware, tracer_provider=provider) if settings.telemetry else None
+    middleware = [DefineMiddleware(ServerSpanMiddleware, tracer_provider=provider)] if span else []
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -226,7 +241,7 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Claude Stream Gateway", version=ver, path="/schema"),
         logging_config=None,
-    )
+    ).with_fast_path(span)
 
 
 def _chain_sigterm(state: GatewayState) -> Any:  # noqa: ANN401 - returns a restore callable

@@ -33,20 +33,19 @@ from gateway.telemetry.stream import outcome_for_error
 from gateway.telemetry.tool_latency import extract_tool_result_ids
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp
+    from litestar.types import ASGIApp, Scope
 
-__all__ = ("authenticate", "proxy_routes", "request_id_of")
+__all__ = ("authenticate", "open_messages", "proxy_routes", "request_id")
 
 
-def request_id_of(request: Request[Any, Any, Any]) -> str:
+def request_id(scope: Scope) -> str:
     """The gateway's id for this request: the client's (or nginx's) ``x-request-id``, or a new one."""
-    rid = request.scope.get("state", {}).get("request_id")
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
     if rid is None:
-        incoming = next(
-            (v.decode("latin-1") for k, v in request.scope["headers"] if k == b"x-request-id"), ""
-        )
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         rid = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
-        request.scope.setdefault("state", {})["request_id"] = rid
+        state["request_id"] = rid
     return str(rid)
 
 
@@ -84,10 +83,20 @@ async def _observe_client_tools(state: GatewayState, body: bytes) -> None:
 async def create_message(request: Request[Any, Any, Any], data: MessagesRequest) -> ASGIApp:
     """Anthropic Messages API; streams are relayed byte for byte."""
     state = state_of(request)
-    received = request.scope["state"]["received"]
     check_policy(state.settings, data.model, data.max_tokens)
-    body = await request.body()
-    admission = await admit(state.limiter, _key_id(request), stream=data.stream, draining=state.hub.draining)
+    received = request.scope["state"]["received"]
+    return await open_messages(state, request.scope, data, await request.body(), received, _key_id(request))
+
+
+async def open_messages(
+    state: GatewayState, scope: Scope, data: MessagesRequest, body: bytes, received: float, key_id: str
+) -> ASGIApp:
+    """A checked Messages request: admission, the telemetry record, the upstream call, the reply.
+
+    Shared by the Litestar route and ``fast_path.MessagesFastPath``. Raises ``GatewayError``
+    (refused, or the upstream failed before the first byte) with the slot and record settled.
+    """
+    admission = await admit(state.limiter, key_id, stream=data.stream, draining=state.hub.draining)
     record = state.telemetry.begin(
         ROUTE_MESSAGES,
         data.model,
@@ -96,10 +105,10 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
         received=received,
         messages=msgspec.to_builtins(data.messages) if state.telemetry.capture_content else None,
     )
-    rid = request_id_of(request)
+    rid = request_id(scope)
     try:
         await _observe_client_tools(state, body)
-        headers = forward_headers(request.scope["headers"], simulator=state.settings.local_upstream)
+        headers = forward_headers(scope["headers"], simulator=state.settings.local_upstream)
         headers["x-request-id"] = rid
         record.upstream_sent = time.perf_counter()
         resp = await state.upstream.send(
@@ -107,7 +116,7 @@ async def create_message(request: Request[Any, Any, Any], data: MessagesRequest)
             "/v1/messages",
             headers=headers,
             body=body,
-            query=request.scope.get("query_string", b"").decode("latin-1"),
+            query=scope.get("query_string", b"").decode("latin-1"),
             trace_context=record.span_context(),
         )
     except GatewayError as exc:
@@ -160,7 +169,7 @@ async def _pass_through(
 ) -> ASGIApp:
     state = state_of(request)
     await admit(state.limiter, _key_id(request), stream=False)
-    rid = request_id_of(request)
+    rid = request_id(request.scope)
     headers = forward_headers(request.scope["headers"], simulator=state.settings.local_upstream)
     headers["x-request-id"] = rid
     resp = await state.upstream.send(
