@@ -131,7 +131,9 @@ def create_app(
     provider = tracer_provider
     # The server span wraps Litestar's routes and the fast path alike.
     span = partial(ServerSpanMiddleware, tracer_provider=provider) if settings.telemetry else None
-    middleware = [DefineMiddleware(ServerSpanMiddleware, tracer_provider=provider)] if span else []
+    middleware = (
+        [DefineMiddleware(ServerSpanMiddleware, tracer_provider=provider)] if settings.telemetry else []
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -82,7 +82,9 @@ class _Tracer(trace.Tracer):
         attributes: Attributes = None,
         links: Sequence[trace.Link] | None = (),
         start_time: int | None = None,
-        record_exception: bool = True,  # use_span records exceptions; kept for the signature
+        # Kept for the signature: the gateway ends spans through use_span, which records
+        # exceptions itself; a light span used as `with span:` only ends.
+        record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         """Start a span, as ``opentelemetry.sdk.trace.Tracer.start_span`` does."""
