@@ -204,6 +204,7 @@ def create_app(
             gc.unfreeze()  # an app built again in this process (tests) starts from the same place
             restore()
             await state.agent.close()
+            telemetry.flush()  # streams ended in the last moments, before the exporters shut down
             await client.close()
             await limiter.close()
             await correlation.close()

@@ -39,7 +39,9 @@ async def readyz(request: Request[Any, Any, Any]) -> ASGIResponse:
 @get("/metrics", include_in_schema=False)
 async def metrics(request: Request[Any, Any, Any]) -> ASGIResponse:
     """Prometheus exposition of this process (or all workers, in multiprocess mode)."""
-    registry = metrics_registry_for_scrape(state_of(request).registry)
+    state = state_of(request)
+    state.telemetry.flush()  # streams that ended in the last moments count in this scrape
+    registry = metrics_registry_for_scrape(state.registry)
     accept = request.headers.get("accept", "")
     if "application/openmetrics-text" in accept:
         body = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
@@ -69,6 +71,7 @@ async def traces(request: Request[Any, Any, Any], limit: int = 10) -> dict[str, 
     state = state_of(request)
     if state.recent is None:
         return {"traces": []}
+    state.telemetry.flush()
     return {"traces": state.recent.snapshot(max(1, min(limit, 100)))}
 
 

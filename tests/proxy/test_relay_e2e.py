@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from tests.reliability.support import completed_lines
 from tests.support.fake_upstream import FakeUpstream, Reply, sse
 from tests.support.servers import free_port, run_gateway
 
@@ -180,7 +181,7 @@ def test_stream_cut_without_message_stop_gets_an_error_event(
     _, body = post_stream(gateway.url)
     assert body.startswith(b"".join(stream_pieces()[:2]))
     assert body.rstrip().endswith(b'"message":"The upstream ended the stream before message_stop."}}')
-    log = [json.loads(line) for line in gateway.log_lines() if '"stream.completed"' in line]
+    log = completed_lines(gateway)  # recorded in batches, just after the stream
     assert log[-1]["outcome"] == "upstream_error"
     assert log[-1]["error_type"] == "stream_cut"
     assert log[-1]["input_tokens"] == 11

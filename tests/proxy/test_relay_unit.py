@@ -97,6 +97,7 @@ async def test_a_failing_send_still_ends_with_an_error_event() -> None:
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert resp.closed
     assert not hub.live
+    relay.record.telemetry.flush()  # recorded in batches
     assert metrics.requests.labels("/v1/messages", "gateway_error")._value.get() == 1
 
 
@@ -118,6 +119,7 @@ async def test_keepalive_only_between_events_and_drain_abort() -> None:
     assert body.startswith(START)
     assert b'"type":"overloaded_error"' in body
     assert resp.closed
+    relay.record.telemetry.flush()  # recorded in batches
     assert metrics.stream_errors.labels("/v1/messages", "drain")._value.get() == 1
 
 
@@ -146,4 +148,5 @@ async def test_a_blocked_write_keeps_later_chunks_in_order() -> None:
     assert bodies[1] == DELTA  # the write that waited
     assert bodies[2] == b"".join(chunks[2:])  # what came meanwhile, in one write
     assert resp.paused == [True, False]
+    relay.record.telemetry.flush()  # recorded in batches
     assert metrics.requests.labels("/v1/messages", "ok")._value.get() == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING
@@ -9,8 +10,18 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 import structlog
+from litestar.testing import AsyncTestClient
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
 
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.telemetry import stream as stream_module
+from gateway.telemetry.metrics import GatewayMetrics
+from gateway.telemetry.pricing import PriceTable
+from gateway.telemetry.stream import FLUSH_SECONDS, Telemetry
+from gateway.telemetry.tool_latency import create_tool_correlation
 from tests.support.inproc import serve_in_thread
 
 if TYPE_CHECKING:
@@ -180,3 +191,46 @@ def test_content_is_captured_only_when_opted_in() -> None:
         texts = [json.loads(line[6:])["delta"]["text"] for line in data.decode().splitlines()
                  if line.startswith("data: ") and '"text_delta"' in line]
         assert output == "".join(texts)
+
+
+TOOL_BLOCK = (
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{}}}\n\n'
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+)
+OK = ("claude_gateway_requests_total", {"route": ROUTE, "outcome": "ok"})
+
+
+async def test_finished_streams_are_recorded_in_batches() -> None:
+    """A finished stream waits for its batch; its tool calls are remembered at once."""
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry, version="t", max_streams=10)
+    correlation = create_tool_correlation(Settings())
+    telemetry = Telemetry(metrics, None, PriceTable.load(None), correlation)
+    records = [telemetry.begin(ROUTE, MODEL, stream=True, max_tokens=8, received=time.perf_counter())
+               for _ in range(3)]
+    records[0].observer.feed(TOOL_BLOCK)
+    for record in records[:2]:
+        await record.finish("ok")
+    assert registry.get_sample_value(*OK) == 0
+    assert [tool for tool, _ in await correlation.take_many(["toolu_01"])] == ["get_weather"]
+    await asyncio.sleep(FLUSH_SECONDS * 4)
+    assert registry.get_sample_value(*OK) == 2
+    await records[2].finish("ok")
+    telemetry.flush()
+    assert registry.get_sample_value(*OK) == 3
+
+
+async def test_a_scrape_and_shutdown_record_what_is_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/metrics`` sees a stream that ended a moment ago; shutdown records the rest."""
+    monkeypatch.setattr(stream_module, "FLUSH_SECONDS", 3600.0)
+    registry = CollectorRegistry()
+    app = create_app(Settings(), registry=registry, tracer_provider=TracerProvider(), environ={})
+    async with AsyncTestClient(app) as client:
+        telemetry: Telemetry = app.state.gateway.telemetry
+        await telemetry.begin(ROUTE, MODEL, stream=True, max_tokens=8, received=time.perf_counter()).finish("ok")
+        assert registry.get_sample_value(*OK) == 0
+        scrape = await client.get("/metrics")
+        assert 'claude_gateway_requests_total{outcome="ok",route="/v1/messages"} 1.0' in scrape.text
+        await telemetry.begin(ROUTE, MODEL, stream=True, max_tokens=8, received=time.perf_counter()).finish("ok")
+    assert registry.get_sample_value(*OK) == 2
