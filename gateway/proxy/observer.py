@@ -84,13 +84,27 @@ class StreamObserver:
         if deltas == whole.count(b"\n\n"):
             self._count_deltas(deltas)
             return
-        # A mix: only the events that are not deltas are decoded (a reader that fell behind
-        # gets many events per chunk, nearly all deltas).
-        for block in whole.split(b"\n\n"):
+        # A mix: only the events that are not deltas are decoded. A reader that fell behind
+        # gets many events per chunk, nearly all deltas, in one run per content block: the
+        # events before the first delta and after the last are decoded, the run is counted.
+        if deltas:
+            first = 0 if whole.startswith(_DELTA_HEAD) else whole.find(_DELTA_LINE) + 1
+            last = max(whole.rfind(_DELTA_LINE) + 1, first)  # where the last delta starts
+            after = whole.find(b"\n\n", last) + 2
+            if whole.count(b"\n\n", first, after) == deltas:
+                self._decode(whole[:first])
+                self._count_deltas(deltas)
+                self._decode(whole[after:])
+                return
+        for block in whole.split(b"\n\n"):  # several runs, or none
             if block.startswith(_DELTA_HEAD):
                 self._count_deltas(1)
             elif block:
                 self._handle(SSEDecoder().feed(block + b"\n\n"))
+
+    def _decode(self, events: bytes) -> None:
+        if events:
+            self._handle(SSEDecoder().feed(events))
 
     def _count_deltas(self, n: int) -> None:
         if n:
