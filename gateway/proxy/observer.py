@@ -100,7 +100,7 @@ class StreamObserver:
             if block.startswith(_DELTA_HEAD):
                 self._count_deltas(1)
             elif block:
-                self._handle(SSEDecoder().feed(block + b"\n\n"))
+                self._decode(block + b"\n\n")
 
     def _decode(self, events: bytes) -> None:
         if events:
