@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ("MessagesFastPath",)
 
 _decode = msgspec.json.Decoder(MessagesRequest).decode
+#: Where the checked request waits in ``scope["state"]`` for the span-wrapped half.
+_DATA, _BODY = "gateway.messages_request", "gateway.messages_body"
 
 
 class MessagesFastPath:
@@ -87,9 +89,6 @@ class MessagesFastPath:
             handler = exception_handlers[GatewayError if isinstance(exc, GatewayError) else Exception]
             reply = handler(request, exc).to_asgi_response(self.app, request)
         await reply(scope, receive, send)
-
-
-_DATA, _BODY = "gateway.messages_request", "gateway.messages_body"
 
 
 async def _read(receive: Receive, limit: int) -> tuple[bytes | None, list[Any]]:
