@@ -6,6 +6,7 @@ import time
 
 import httpx
 
+from gateway.telemetry.stream import FLUSH_SECONDS
 from tests.support.servers import run_gateway
 
 
@@ -24,6 +25,9 @@ def test_two_workers_report_one_total() -> None:
                 "messages": [{"role": "user", "content": "hi"}]}
         for _ in range(8):  # a new connection each time, so both workers take some
             assert httpx.post(f"{gw.url}/v1/messages", json=body, timeout=30).status_code == 200
+        # A scrape records its own worker's pending streams; the other worker's are recorded
+        # by their batch timer, FLUSH_SECONDS after they ended.
+        time.sleep(FLUSH_SECONDS * 5)
         scrapes = [httpx.get(f"{gw.url}/metrics").text for _ in range(4)]
     for text in scrapes:
         assert sample(text, 'claude_gateway_requests_total{outcome="ok",route="/v1/messages"}') == 8
