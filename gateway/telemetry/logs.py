@@ -3,13 +3,20 @@
 ``configure_logging`` runs once at start-up. Every line carries the trace and span ids of the
 current span when there is one, so a log line leads to its trace. A last processor drops any
 key that names a secret, as a guard behind the rule that the code never logs one.
+
+The per-stream line goes through ``stream_line_writer``: in JSON mode it is rendered and
+written by the configured chain's own renderer and time stamper, without structlog's bound
+logger and processor loop, which cost it two thirds of its 10 µs. It is the same line, key for
+key (it names its own trace ids and holds no secret-named key, so the chain's other two
+processors have nothing to do on it); ``tests/telemetry/test_logs.py`` holds the two side by
+side.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 import structlog
@@ -18,11 +25,11 @@ from opentelemetry import trace
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from structlog.typing import EventDict, WrappedLogger
+    from structlog.typing import EventDict, Processor, WrappedLogger
 
     from gateway.settings import Settings
 
-__all__ = ("configure_logging", "get_logger")
+__all__ = ("configure_logging", "get_logger", "stream_line_writer")
 
 _SECRET_KEYS = frozenset({"api_key", "x-api-key", "authorization", "anthropic_api_key", "password"})
 
@@ -43,24 +50,44 @@ def _drop_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def _dumps(event: EventDict, default: Callable[[Any], Any]) -> str:
-    # The same JSON object as json.dumps (compact, UTF-8 rather than \u escapes) at a seventh
-    # of the cost: the per-stream line is rendered once for every stream.
-    return msgspec.json.encode(event, enc_hook=default).decode()
+def _fallback(value: Any) -> Any:  # noqa: ANN401 - any value a line may carry
+    """A value JSON has no type for: its ``__structlog__()``, else its ``repr``, as structlog's."""
+    custom = getattr(value, "__structlog__", None)
+    return custom() if custom is not None else repr(value)
+
+
+class _JsonLines:
+    """The JSON renderer: structlog's last processor, and the writer of the per-stream line.
+
+    Lines are the same object as ``json.dumps`` makes (compact, UTF-8 rather than escapes)
+    at a seventh of the cost, rendered with ``msgspec``.
+    """
+
+    def __init__(self, out: TextIO, stamper: Processor, *, info: bool) -> None:
+        self.out, self.stamper, self.info = out, stamper, info
+
+    def __call__(self, _: WrappedLogger, __: str, event: EventDict) -> str:
+        """Render one line (structlog's processor signature)."""
+        return msgspec.json.encode(event, enc_hook=_fallback).decode()
+
+    def write_line(self, event: str, fields: dict[str, Any]) -> None:
+        """Write ``fields`` as the chain would: ``event``, ``level`` and ``timestamp`` last."""
+        if self.info:
+            fields["event"] = event
+            fields["level"] = "info"
+            self.stamper(None, "info", fields)
+            self.out.write(msgspec.json.encode(fields, enc_hook=_fallback).decode() + "\n")
+            self.out.flush()
 
 
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the stdlib root logger (uvicorn's lines go through it too)."""
     level = getattr(logging, settings.log_level.upper())
     as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
-    shared: list[Any] = [
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _add_trace_ids,
-        _drop_secrets,
-    ]
+    stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    shared: list[Any] = [structlog.processors.add_log_level, stamper, _add_trace_ids, _drop_secrets]
     renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_dumps)
+        _JsonLines(sys.stderr, stamper, info=level <= logging.INFO)
         if as_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
@@ -91,3 +118,24 @@ def configure_logging(settings: Settings) -> None:
 def get_logger(name: str) -> Any:  # noqa: ANN401 - structlog's lazy proxy
     """Return a lazy structlog logger (safe at import time: it binds on first use)."""
     return structlog.get_logger(name)
+
+
+def stream_line_writer(name: str) -> Callable[[str, dict[str, Any]], None]:
+    """``write(event, fields)`` for the per-stream line: an ``info`` line of logger ``name``.
+
+    While structlog's chain is the JSON one ``configure_logging`` built, the chain's renderer
+    writes the line; otherwise (a console, or a chain swapped by ``structlog.testing``) it goes
+    through structlog. ``fields`` is the line's to keep.
+    """
+    logger = get_logger(name)
+    processors = structlog.get_config()["processors"]
+    direct = processors[-1] if processors and isinstance(processors[-1], _JsonLines) else None
+
+    def write(event: str, fields: dict[str, Any]) -> None:
+        # capture_logs() swaps the list's contents in place, so the check is made per line.
+        if direct is not None and processors[-1] is direct:
+            direct.write_line(event, fields)
+        else:
+            logger.info(event, **fields)
+
+    return write

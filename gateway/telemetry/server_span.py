@@ -30,7 +30,7 @@ from opentelemetry.instrumentation.asgi import (
     get_default_span_details,
     set_status_code,
 )
-from opentelemetry.trace import INVALID_SPAN, SpanKind, Status
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from gateway.telemetry.spans import light_tracer
 
@@ -78,11 +78,9 @@ class ServerSpanMiddleware:
             elif item[0] in self._fields:
                 carrier[item[0].decode("latin-1")] = item[1].decode("latin-1")
         name, attributes = self._request_details(scope, read)
-        token = None
         if trace.get_current_span() is INVALID_SPAN:
             kind = SpanKind.SERVER
             parent = propagate.extract(carrier) if carrier else context.Context()
-            token = context.attach(parent)
         else:
             kind, parent = SpanKind.INTERNAL, None
         span = self._tracer.start_span(name, parent, kind, attributes)
@@ -95,12 +93,19 @@ class ServerSpanMiddleware:
             if what == "http.response.body" and not message.get("more_body", False):
                 span.end()
 
+        # What trace.use_span does, without its generator-based context manager (a tenth of
+        # the span's cost): the span current while the app runs, and an escaping exception
+        # recorded on it.
+        token = context.attach(trace.set_span_in_context(span, parent))
         try:
-            with trace.use_span(span, end_on_exit=False):
-                await self.app(scope, receive, traced_send)
+            await self.app(scope, receive, traced_send)
+        except Exception as exc:
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
         finally:
-            if token is not None:
-                context.detach(token)
+            context.detach(token)
             if span.is_recording():
                 span.end()
 

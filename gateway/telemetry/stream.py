@@ -30,10 +30,12 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.proxy.observer import StreamObserver
-from gateway.telemetry.logs import get_logger
+from gateway.telemetry.logs import get_logger, stream_line_writer
 from gateway.telemetry.models import normalize_model
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from opentelemetry.trace import Span, Tracer
 
     from gateway.telemetry.metrics import GatewayMetrics
@@ -74,6 +76,10 @@ class Telemetry:
     prices: PriceTable
     correlation: ToolCorrelation
     capture_content: bool = False
+    #: Writes the ``stream.completed`` line; the JSON chain's own writer once logging is configured.
+    write_line: Callable[[str, dict[str, Any]], None] = field(
+        default_factory=lambda: stream_line_writer("gateway.stream")
+    )
     _pending: list[tuple[StreamRecord, str, str | None, float]] = field(
         default_factory=list, init=False, repr=False
     )
@@ -282,28 +288,30 @@ class StreamRecord:
             )
         if self.agent_turn:
             return
-        log.info(
+        self.telemetry.write_line(
             "stream.completed",
-            route=route,
-            model=self.model,
-            outcome=outcome,
-            ttft_ms=None if ttft is None else round(ttft * 1000, 2),
-            duration_ms=round((now - self.received) * 1000, 2),
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            cost_usd=round(cost, 6),
-            stop_reason=obs.stop_reason,
-            tool_calls=tools,
-            error_type=error_type,
-            disconnect_phase=self.disconnect_phase,
-            status=self.status,
-            events=obs.events,
-            trace_id=trace_id or None,
-            span_id=span_id or None,
-            request_id=self.request_id or None,
-            response_id=obs.message_id or None,
+            {
+                "route": route,
+                "model": self.model,
+                "outcome": outcome,
+                "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
+                "duration_ms": round((now - self.received) * 1000, 2),
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+                "cost_usd": round(cost, 6),
+                "stop_reason": obs.stop_reason,
+                "tool_calls": tools,
+                "error_type": error_type,
+                "disconnect_phase": self.disconnect_phase,
+                "status": self.status,
+                "events": obs.events,
+                "trace_id": trace_id or None,
+                "span_id": span_id or None,
+                "request_id": self.request_id or None,
+                "response_id": obs.message_id or None,
+            },
         )
 
     def _ns(self, perf: float) -> int:
@@ -324,7 +332,7 @@ class StreamRecord:
             "gateway.events": obs.events,
         }
         if obs.stop_reason:
-            attrs["gen_ai.response.finish_reasons"] = [obs.stop_reason]
+            attrs["gen_ai.response.finish_reasons"] = (obs.stop_reason,)
         if obs.capture:
             output = [{"role": "assistant", "parts": [{"type": "text", "content": "".join(obs.output_text)}]}]
             attrs["gen_ai.output.messages"] = json.dumps(output, separators=(",", ":"))

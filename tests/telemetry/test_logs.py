@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +13,10 @@ import pytest
 import structlog
 
 from gateway.settings import Settings
-from gateway.telemetry.logs import configure_logging
+from gateway.telemetry.logs import configure_logging, stream_line_writer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 class Opaque:
@@ -24,22 +25,29 @@ class Opaque:
 
 
 @pytest.fixture
-def json_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Configure JSON logging onto a stderr of our own; undo it afterwards."""
-    err = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", err)
+def configure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., io.StringIO]]:
+    """Configure logging with some settings onto a stderr of our own; undo it afterwards."""
     loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")]
     saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
-    configure_logging(Settings(log_format="json"))
 
-    def read() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in err.getvalue().splitlines()]
+    def configured(**settings: Any) -> io.StringIO:
+        err = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        configure_logging(Settings(**settings))
+        return err
 
-    yield read
+    yield configured
     structlog.reset_defaults()
     for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
         logger.handlers[:], logger.propagate = handlers, propagate
         logger.setLevel(level)
+
+
+@pytest.fixture
+def json_lines(configure: Callable[..., io.StringIO]) -> Any:
+    """JSON logging; returns a reader of the lines written."""
+    err = configure(log_format="json")
+    return lambda: [json.loads(line) for line in err.getvalue().splitlines()]
 
 
 def test_stream_line_is_one_json_object(json_lines: Any) -> None:
@@ -68,3 +76,43 @@ def test_secrets_redacted_and_unknown_values_as_repr(json_lines: Any) -> None:
     assert structured["thing"] == "<opaque>"
     assert plain["event"] == "plain line"
     assert plain["logger"] == "stdlib"
+
+
+class Custom:
+    def __structlog__(self) -> str:
+        return "custom"
+
+
+def stream_fields() -> dict[str, Any]:
+    return {"route": "/v1/messages", "outcome": "ok", "ttft_ms": 50.12, "stop_reason": None,
+            "tool_calls": ["get_weather"], "note": "café", "odd": Opaque(), "custom": Custom(),
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+
+
+def test_the_stream_line_is_the_chains_line(configure: Callable[..., io.StringIO]) -> None:
+    """Written past structlog's processor loop, the per-stream line is the chain's line, byte for byte."""
+    err = configure(log_format="json")
+    structlog.get_logger("gateway.stream").info("stream.completed", **stream_fields())
+    stream_line_writer("gateway.stream")("stream.completed", stream_fields())
+    chain, direct = (re.sub(r'"timestamp":"[^"]+"', "T", line) for line in err.getvalue().splitlines())
+    assert direct == chain
+    assert json.loads(chain.replace("T", '"timestamp":0'))["custom"] == "custom"
+
+
+def test_the_stream_line_follows_the_level_the_console_and_capture(configure: Callable[..., io.StringIO]) -> None:
+    """No line below the level; a readable one on a console; structlog.testing still sees it."""
+    err = configure(log_format="json", log_level="warning")
+    stream_line_writer("gateway.stream")("stream.completed", stream_fields())
+    assert err.getvalue() == ""
+    err = configure(log_format="console")
+    stream_line_writer("gateway.stream")("stream.completed", stream_fields())
+    assert "stream.completed" in err.getvalue()
+    assert not err.getvalue().startswith("{")
+    err = configure(log_format="json")
+    write = stream_line_writer("gateway.stream")
+    with structlog.testing.capture_logs() as captured:
+        write("stream.completed", stream_fields())
+    assert [line["event"] for line in captured] == ["stream.completed"]
+    assert err.getvalue() == ""
+    write("stream.completed", stream_fields())
+    assert json.loads(err.getvalue())["event"] == "stream.completed"

@@ -7,6 +7,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import pytest
+from opentelemetry import baggage, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -166,3 +167,17 @@ def test_remembered_attributes_follow_the_request() -> None:
     assert spans[3]["http.target"] == "/v1/models"
     assert spans[4]["http.server_name"] == "other.example"
     assert spans[0]["http.server_name"] == "gw.example:8443"
+
+
+@pytest.mark.parametrize("middleware", [OpenTelemetryMiddleware, ServerSpanMiddleware])
+def test_the_app_runs_in_the_requests_context(middleware: type) -> None:
+    """The client's baggage and trace reach the app (and so the upstream), as the instrumentation passes them."""
+    seen: list[tuple[dict[str, object], int]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((dict(baggage.get_all()), trace.get_current_span().get_span_context().trace_id))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    run(middleware, app, scope(traceparent=TRACEPARENT.encode(), baggage=b"user=alice"))
+    assert seen == [({"user": "alice"}, 0x0AF7651916CD43DD8448EB211C80319C)]

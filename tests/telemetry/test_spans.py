@@ -11,7 +11,15 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from gateway.telemetry.spans import light_tracer
 
@@ -125,6 +133,25 @@ def test_the_sampler_is_the_providers() -> None:
     assert isinstance(span, NonRecordingSpan)
     assert span.get_span_context().is_valid  # still propagated as traceparent, unsampled
     assert not span.get_span_context().trace_flags.sampled
+
+
+def test_the_default_sampler_decides_as_the_sdks() -> None:
+    """parentbased_always_on is decided inline: no parent, and sampled or not, random or not, local or remote parents."""
+    state = TraceState([("vendor", "v1")])
+    parents = [None] + [
+        trace.set_span_in_context(NonRecordingSpan(SpanContext(
+            0xABC, 0xDEF, is_remote=remote, trace_flags=TraceFlags(flags), trace_state=state)))
+        for remote in (True, False) for flags in (TraceFlags.DEFAULT, TraceFlags.SAMPLED, 0x03)
+    ]
+    provider = TracerProvider()
+    for parent in parents:
+        decided = []
+        for tracer in (provider.get_tracer("t"), light_tracer(provider, "t")):
+            span = tracer.start_span("s", parent, attributes={"a": 1})
+            ctx = span.get_span_context()
+            decided.append((span.is_recording(), ctx.trace_flags, ctx.trace_state,
+                            parent is None or ctx.trace_id == 0xABC, getattr(span, "attributes", None)))
+        assert decided[1] == decided[0]
 
 
 def test_children_share_the_trace_and_point_at_their_parent() -> None:
