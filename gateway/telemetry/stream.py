@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.proxy.observer import StreamObserver
 from gateway.telemetry.logs import get_logger, stream_line_writer
+from gateway.telemetry.metrics import observe
 from gateway.telemetry.models import normalize_model
 
 if TYPE_CHECKING:
@@ -251,19 +252,19 @@ class StreamRecord:
             self._end_span(self.span, outcome, error_type, usage, now)  # first: its figures are final
         ttft = self.ttft
         if obs.first_delta_at is not None and self.upstream_sent is not None:
-            m.child(m.upstream_ttft, label).observe(obs.first_delta_at - self.upstream_sent, exemplar)
+            observe(m.child(m.upstream_ttft, label), obs.first_delta_at - self.upstream_sent, exemplar)
         if ttft is not None and not self.agent_turn:
-            m.child(m.ttft, route, label).observe(ttft, exemplar)
+            observe(m.child(m.ttft, route, label), ttft, exemplar)
             if self.upstream_sent is not None and obs.first_delta_at is not None:
                 overhead = (
                     (self.upstream_sent - self.received) + (self.first_written or now) - obs.first_delta_at
                 )
-                m.child(m.overhead, route).observe(max(overhead, 0.0), exemplar)
+                observe(m.child(m.overhead, route), max(overhead, 0.0), exemplar)
         first = self.first_written or obs.first_delta_at
         if usage.output_tokens > 1 and first is not None:
-            m.child(m.tpot, label).observe((now - first) / (usage.output_tokens - 1))
+            observe(m.child(m.tpot, label), (now - first) / (usage.output_tokens - 1))
         if not self.agent_turn:
-            m.child(m.duration, route, label, outcome).observe(now - self.received, exemplar)
+            observe(m.child(m.duration, route, label, outcome), now - self.received, exemplar)
             m.child(m.requests, route, outcome).inc()
         m.count_tokens(
             label,

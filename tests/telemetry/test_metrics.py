@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
 
 from gateway.telemetry import metrics as metrics_module
 from gateway.telemetry.metrics import GatewayMetrics
@@ -39,3 +42,23 @@ def test_child_beyond_the_cache_bound_still_counts(monkeypatch: pytest.MonkeyPat
             m.child(m.upstream_retries, reason).inc()
     for reason in ("a", "b", "c", "d"):
         assert registry.get_sample_value("claude_gateway_upstream_retries_total", {"reason": reason}) == 3
+
+
+def test_observe_exposes_what_the_librarys_observe_does() -> None:
+    """Counts, sums, bucket edges, +Inf and exemplars: the same OpenMetrics text as ``Histogram.observe``."""
+    values = [0.0, 1e-9, 0.05, 0.0500001, 0.1, 2.5, 300, 301, 1e9, -1.0]
+    texts = []
+    for use_ours in (False, True):
+        m, registry = fresh()
+        for i, value in enumerate(values):
+            exemplar = {"trace_id": f"{i:032x}"} if i % 2 else None
+            for child in (m.child(m.ttft, "/v1/messages", "other"), m.child(m.overhead, "/v1/messages")):
+                if use_ours:
+                    metrics_module.observe(child, value, exemplar)
+                else:
+                    child.observe(value, exemplar)
+        lines = [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+        texts.append(re.sub(r"(# \{trace_id=\"[0-9a-f]+\"\} \S+) \S+", r"\1 T", "\n".join(lines)))  # exemplar times
+    assert texts[1] == texts[0]
+    assert 'trace_id="00000000000000000000000000000009"' in texts[1]
+    assert 'le="+Inf",model="other",route="/v1/messages"} 10.0' in texts[1]
