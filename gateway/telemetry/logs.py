@@ -75,8 +75,8 @@ class _JsonLines:
         if self.info:
             fields["event"] = event
             fields["level"] = "info"
-            self.stamper(None, "info", fields)
-            self.out.write(msgspec.json.encode(fields, enc_hook=_fallback).decode() + "\n")
+            self.stamper(None, "info", fields)  # it stamps the dict it is given
+            self.out.write(self(None, "info", fields) + "\n")
             self.out.flush()
 
 
