@@ -312,21 +312,23 @@ class AgentRunner:
                 phase = "before_first_token" if ttft is None else "mid_stream"
                 m.child(m.client_disconnects, ROUTE_AGENT, phase).inc()
             ctx = span.get_span_context() if span is not None else None
-            log.info(
+            self.telemetry.write_line(
                 "stream.completed",
-                route=ROUTE_AGENT,
-                model=run.model,
-                outcome=outcome,
-                stream_id=run.stream_id,
-                ttft_ms=None if ttft is None else round(ttft * 1000, 2),
-                duration_ms=round(duration * 1000, 2),
-                **loop.usage,
-                stop_reason=loop.stop_reason,
-                tool_calls=loop.tool_names,
-                error_type=error_type,
-                events=run.seq,
-                trace_id=f"{ctx.trace_id:032x}" if ctx else None,
-                span_id=f"{ctx.span_id:016x}" if ctx else None,
+                {
+                    "route": ROUTE_AGENT,
+                    "model": run.model,
+                    "outcome": outcome,
+                    "stream_id": run.stream_id,
+                    "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
+                    "duration_ms": round(duration * 1000, 2),
+                    **loop.usage,
+                    "stop_reason": loop.stop_reason,
+                    "tool_calls": loop.tool_names,
+                    "error_type": error_type,
+                    "events": run.seq,
+                    "trace_id": f"{ctx.trace_id:032x}" if ctx else None,
+                    "span_id": f"{ctx.span_id:016x}" if ctx else None,
+                },
             )
         except Exception:  # noqa: BLE001 - telemetry never fails a stream
             if m is not None:

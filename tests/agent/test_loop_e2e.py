@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from gateway.proxy.sse import SSEDecoder
+from tests.reliability.support import log_records, wait_for
 from tests.support.servers import run_gateway, run_simulator
 
 if TYPE_CHECKING:
@@ -201,3 +202,21 @@ def test_pause_turn_is_continued(servers: tuple[ServerProcess, ServerProcess]) -
                           **{"x-simulator-scenario": "pause_turn"}))
     assert [d["stop_reason"] for _, e, d in evs if e == "turn"] == ["pause_turn", "end_turn"]
     assert next(d for _, e, d in evs if e == "done")["stop_reason"] == "end_turn"
+
+
+def test_a_run_ends_with_one_stream_line(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    """The agent stream's ``stream.completed`` line: its route, stream id, usage and trace."""
+    _, gw = servers
+    evs = events_of(start(gw, {"prompt": "Say hello"}))
+    stream_id = evs[0][2]["stream_id"]
+
+    def mine() -> list[dict[str, Any]]:
+        return [r for r in log_records(gw, "stream.completed") if r.get("stream_id") == stream_id]
+
+    (line,) = wait_for(mine)
+    assert line["route"] == "/v1/agent/stream"
+    assert line["outcome"] == "ok"
+    assert line["output_tokens"] > 0
+    assert line["level"] == "info"
+    assert len(line["trace_id"]) == 32
+    assert line["timestamp"].endswith("Z")
