@@ -27,6 +27,7 @@ __all__ = ("StreamObserver", "ToolBlock")
 
 _DELTA_LINE = b"\nevent: content_block_delta\n"
 _DELTA_HEAD = b"event: content_block_delta\n"
+_HEAD_LEN = len(_DELTA_HEAD)
 
 
 @dataclass(slots=True)
@@ -69,9 +70,18 @@ class StreamObserver:
 
     def feed(self, chunk: bytes) -> None:
         """Observe one chunk of the upstream's bytes."""
-        if self._decoder is not None or self.capture or b"\r" in chunk:
+        # `13 in chunk`, not `b"\r" in chunk`: a bytes operand is first tried as an integer,
+        # and the TypeError raised and cleared for it cost more than the rest of this call.
+        if self._decoder is not None or self.capture or 13 in chunk:
             self._slow(chunk)
             return
+        if not self._tail:
+            # A paced stream: each read is one whole delta event. `partition` takes its
+            # argument as is, where count, find and startswith parse an argument tuple each.
+            head, sep, rest = chunk.partition(b"\n\n")
+            if sep and not rest and head[:_HEAD_LEN] == _DELTA_HEAD:
+                self._count_deltas(1)
+                return
         data = self._tail + chunk if self._tail else chunk
         end = data.rfind(b"\n\n")
         if end < 0:

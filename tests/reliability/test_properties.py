@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -75,12 +76,18 @@ STREAMS["text-bom"] = b"\xef\xbb\xbf" + _BASE["text"]
 STREAMS["multibyte-bom-crlf"] = b"\xef\xbb\xbf" + _BASE["multibyte"].replace(b"\n", b"\r\n")
 
 
+def _event_ends(raw: bytes) -> list[int]:
+    return [m.end() for m in re.finditer(rb"\r\n\r\n|\n\n|\r\r", raw)]
+
+
 @st.composite
 def split_stream(draw: st.DrawFn) -> tuple[str, bytes, list[bytes]]:
     """A named stream and an arbitrary split of it into chunks (empty chunks included)."""
     name = draw(st.sampled_from(sorted(STREAMS)))
     raw = STREAMS[name]
-    cuts = sorted(draw(st.lists(st.integers(0, len(raw)), max_size=60)))
+    # Anywhere, or where an event ends: a paced upstream's reads are whole events.
+    cut = st.one_of(st.integers(0, len(raw)), st.sampled_from(_event_ends(raw)))
+    cuts = sorted(draw(st.lists(cut, max_size=60)))
     bounds = [0, *cuts, len(raw)]
     return name, raw, [raw[a:b] for a, b in itertools.pairwise(bounds)]
 
@@ -214,6 +221,16 @@ def test_every_byte_its_own_chunk() -> None:
         chunks = [raw[i:i + 1] for i in range(len(raw))]
         assert [(e, d) for e, d, _ in _decode(chunks)] == parse_sse(raw), name
         assert _observe(chunks) == _observe([raw]), name
+
+
+def test_each_event_its_own_chunk() -> None:
+    """A paced upstream's split: one whole event per chunk, every stream."""
+    for name, raw in STREAMS.items():
+        bounds = [0, *_event_ends(raw), len(raw)]
+        chunks = [raw[a:b] for a, b in itertools.pairwise(bounds)]
+        assert len(chunks) > 10, name
+        assert _observe(chunks) == _observe([raw]), name
+        assert _observe(chunks)["deltas"] == _expected(raw)["deltas"], name
 
 
 def test_fixtures_cover_what_they_claim() -> None:
