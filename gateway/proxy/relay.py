@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from gateway.errors import error_event
+from gateway.proxy.server_write import chunk_writer
 from gateway.proxy.upstream import response_headers
 from gateway.state import RAW_SEND
 from gateway.telemetry.logs import get_logger
@@ -108,6 +109,7 @@ class StreamRelay:
     __slots__ = (
         "_abort_reason",
         "_backlog",
+        "_direct",
         "_end",
         "_failure",
         "_feed",
@@ -159,6 +161,7 @@ class StreamRelay:
         headers = [*_BASE_HEADERS, *response_headers(self.resp.raw_headers), *self.extra_headers]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         self._send = cast("Send", scope.get(RAW_SEND, send))
+        self._direct = chunk_writer(scope, self._send)
         loop = asyncio.get_running_loop()
         # Why the stream ends: "upstream" (over, bytes written), "disconnect", "slow_client", "abort".
         self._end: asyncio.Future[str] = loop.create_future()
@@ -220,6 +223,10 @@ class StreamRelay:
     def _write(self, chunk: bytes) -> None:
         if self._backlog is not None:
             self._backlog.append(chunk)
+            return
+        direct = self._direct
+        if direct is not None and direct(chunk):
+            self._writes += 1
             return
         pending = send_now(self._send({"type": "http.response.body", "body": chunk, "more_body": True}))
         self._writes += 1
