@@ -17,20 +17,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from litestar.types import Scope, Send
 
 __all__ = ("chunk_writer",)
-
-
-def _httptools_cycle() -> type | None:
-    try:
-        from uvicorn.protocols.http.httptools_impl import RequestResponseCycle  # noqa: PLC0415
-    except ImportError:  # uvicorn without httptools: nothing to write to directly
-        return None
-    return RequestResponseCycle
 
 
 def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:
@@ -46,8 +40,7 @@ def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:
         response is not chunked.
     """
     owner = getattr(send, "__self__", None)
-    kind = _httptools_cycle()
-    if kind is None or not isinstance(owner, kind) or scope.get("method") == "HEAD":
+    if not isinstance(owner, RequestResponseCycle) or scope.get("method") == "HEAD":
         return None
     cycle: Any = owner
     try:
