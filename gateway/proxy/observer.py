@@ -90,23 +90,26 @@ class StreamObserver:
         end += 2
         whole = data if end == len(data) else data[:end]
         self._tail = data[end:]
-        deltas = whole.count(_DELTA_LINE) + whole.startswith(_DELTA_HEAD)
-        if deltas == whole.count(b"\n\n"):
-            self._count_deltas(deltas)
-            return
-        # A mix: only the events that are not deltas are decoded. A reader that fell behind
-        # gets many events per chunk, nearly all deltas, in one run per content block: the
-        # events before the first delta and after the last are decoded, the run is counted.
-        if deltas:
-            first = 0 if whole.startswith(_DELTA_HEAD) else whole.find(_DELTA_LINE) + 1
-            last = max(whole.rfind(_DELTA_LINE) + 1, first)  # where the last delta starts
-            after = whole.find(b"\n\n", last) + 2
-            if whole.count(b"\n\n", first, after) == deltas:
-                self._decode(whole[:first])
-                self._count_deltas(deltas)
-                self._decode(whole[after:])
+        # The deltas of a content block form one run (a reader that fell behind gets many
+        # events per chunk, nearly all deltas): the events before the first delta and after
+        # the last are decoded, and the run is counted once its boundaries are found to be as
+        # many as its delta lines, so that it holds nothing else. Two scans of the run.
+        if whole.startswith(_DELTA_HEAD):
+            first = 0
+        else:
+            first = whole.find(_DELTA_LINE) + 1
+            if not first:
+                self._decode(whole)
                 return
-        for block in whole.split(b"\n\n"):  # several runs, or none
+        last = max(whole.rfind(_DELTA_LINE) + 1, first)  # where the last delta starts
+        after = whole.find(b"\n\n", last) + 2
+        deltas = whole.count(_DELTA_LINE, first, after) + 1
+        if whole.count(b"\n\n", first, after) == deltas:
+            self._decode(whole[:first])
+            self._count_deltas(deltas)
+            self._decode(whole[after:])
+            return
+        for block in whole.split(b"\n\n"):  # several runs
             if block.startswith(_DELTA_HEAD):
                 self._count_deltas(1)
             elif block:

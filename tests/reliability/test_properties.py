@@ -12,11 +12,13 @@ import json
 import re
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.proxy import observer as observer_module
 from gateway.proxy.observer import StreamObserver
-from gateway.proxy.sse import SSEDecoder
+from gateway.proxy.sse import ServerSentEvent, SSEDecoder
 from gateway.simulator.plan import build_plan
 from gateway.simulator.request import parse_messages_request
 from gateway.simulator.stream import render_events
@@ -231,6 +233,33 @@ def test_each_event_its_own_chunk() -> None:
         assert len(chunks) > 10, name
         assert _observe(chunks) == _observe([raw]), name
         assert _observe(chunks)["deltas"] == _expected(raw)["deltas"], name
+
+
+def test_a_run_of_deltas_is_counted_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk holding a block's deltas between other events counts them in one step, undecoded."""
+    counted: list[int] = []
+    decoded: list[str] = []
+    count_deltas = StreamObserver._count_deltas
+
+    def spy_count(self: StreamObserver, n: int) -> None:
+        counted.append(n)
+        count_deltas(self, n)
+
+    class Recording(SSEDecoder):
+        def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+            events = super().feed(chunk)
+            decoded.extend(ev.event for ev in events)
+            return events
+
+    monkeypatch.setattr(StreamObserver, "_count_deltas", spy_count)
+    monkeypatch.setattr(observer_module, "SSEDecoder", Recording)
+    raw = STREAMS["text"]
+    obs = StreamObserver()
+    obs.feed(raw)
+    assert counted == [_expected(raw)["deltas"]]
+    assert "content_block_delta" not in decoded
+    assert {"message_start", "message_delta", "message_stop"} <= set(decoded)
+    assert obs.completed
 
 
 def test_fixtures_cover_what_they_claim() -> None:
