@@ -89,13 +89,15 @@ class Connection(asyncio.Protocol):
         self._client = client
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None  # set before create_connection returns
+        self._parsed: list[bytes] = []  # body pieces of the bytes being parsed
+        # The parser's body callback is the list's own append: a C call per read, no Python frame.
+        self.on_body: Callable[[bytes], None] = self._parsed.append
         self._parser = httptools.HttpResponseParser(self)
         self._head: asyncio.Future[Response] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._sink: Callable[[bytes], None] | None = None
         self._done: asyncio.Future[None] | None = None
         self._buffer: list[bytes] = []  # body not yet handed on: no sink yet, or chunks()
-        self._parsed: list[bytes] = []  # body pieces of the bytes being parsed
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._in_flight = self._complete = self._keep_alive = self._framed = False
@@ -258,9 +260,6 @@ class Connection(asyncio.Protocol):
         self._framed = any(name.lower() in _FRAMING for name, _ in self._headers)
         if self._head is not None and not self._head.done():
             self._head.set_result(Response(self, status, self._headers))
-
-    def on_body(self, body: bytes) -> None:  # noqa: D102
-        self._parsed.append(body)
 
     def on_message_complete(self) -> None:  # noqa: D102
         if self._head is not None and self._head.done():  # else the end of an informational reply
