@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="throughput: run the direct, nginx and gateway legs N times in alternating "
                         "order and report each figure's median (for noisy machines)")
     p.add_argument("--telemetry", choices=("on", "off", "both"), default="both")
+    p.add_argument("--floor", action="store_true",
+                   help="throughput: also measure python_floor, a uvloop TCP splice with no HTTP "
+                        "parsing (what moving the bytes through Python costs)")
     p.add_argument("--target", default=None, help="measure an already running gateway at this URL")
     p.add_argument("--target-pid", type=int, default=None, help="its pid, for CPU and RSS figures")
     p.add_argument("--api-key", default="sk-bench", help="x-api-key sent with every request")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = (
     "Proc", "cpu_seconds", "free_port", "nginx_binary", "pin", "repo_nginx_conf", "rss_bytes",
-    "start_gateway", "start_nginx", "start_simulator", "tree",
+    "start_floor", "start_gateway", "start_nginx", "start_simulator", "tree",
 )
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -171,6 +171,13 @@ def start_gateway(upstream: str, *, telemetry: bool, workers: int, max_streams: 
     }
     args = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)]
     return _spawn(f"gateway{'' if telemetry else '-notel'}-w{workers}", args, env, port, "/healthz")
+
+
+def start_floor(upstream: str) -> Proc:
+    """The ``python_floor`` leg's TCP splice (``gateway.bench.floor_relay``) to ``upstream``."""
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.bench.floor_relay", str(port), upstream.rsplit(":", 1)[1]]
+    return _spawn("python-floor", args, {}, port, "/v1/models")
 
 
 def nginx_binary() -> str | None:

@@ -58,6 +58,9 @@ class Context:
         if kind == "nginx":
             proc = procs.start_nginx(upstream, repo_conf=False)
             procs.pin(proc.pids(), self.proxy_cores)
+        elif kind == "floor":
+            proc = procs.start_floor(upstream)
+            procs.pin(proc.pids(), self.proxy_cores)
         else:
             proc = procs.start_gateway(upstream, telemetry=telemetry, workers=workers,
                                        max_streams=max_streams)
@@ -127,6 +130,10 @@ async def _compared_legs(ctx: Context, sim: str) -> dict[str, Any]:
         compared.append(("nginx", proxied("nginx")))
     else:
         ctx.notes.append("nginx is not installed: no reference legs, ratios unavailable")
+    if args.floor:
+        compared.append(("python_floor", proxied("floor")))
+        ctx.notes.append("python_floor: a uvloop TCP splice (gateway/bench/floor_relay.py), no HTTP "
+                         "parsing: what moving the bytes through Python costs")
     compared += [
         ("gateway" if on else "gateway_telemetry_off", proxied("gateway", on))
         for on in (True, False)
