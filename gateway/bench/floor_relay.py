@@ -58,6 +58,9 @@ class _Client(_Side):
             if self.transport is not None:
                 self.transport.close()
             return
+        if self.transport is None or self.transport.is_closing():  # the client left meanwhile
+            upstream.transport.close()  # type: ignore[union-attr]
+            return
         upstream.peer, self.peer = self, upstream
         if self.pending and upstream.transport is not None:
             upstream.transport.write(b"".join(self.pending))

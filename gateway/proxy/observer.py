@@ -1,12 +1,13 @@
 """Watch an Anthropic stream's bytes on their way to the client, without changing them.
 
-The hot path is the ``content_block_delta`` event, nearly every event of a stream. For a chunk
-made only of whole delta events (the common case: the upstream writes one event per chunk, LF
-line endings) the observer does two ``bytes.count`` calls and nothing else: no JSON, no event
-objects. Every other event (``message_start``, block starts and stops, ``message_delta``,
-``error``, ``ping``) is rare, and the chunk holding it goes through the full ``SSEDecoder`` and
-``json.loads``. A stream using CR line endings switches to the decoder for good, so the result
-is the same as decoding everything, whatever the chunk boundaries.
+The hot path is the ``content_block_delta`` event, nearly every event of a stream. A read that
+is one whole delta event (a paced stream: the upstream writes one event per chunk, LF line
+endings) costs one ``partition`` and a prefix compare; a run of deltas in a bigger read, two
+``bytes.count`` calls over the run: no JSON, no event objects. Every other event
+(``message_start``, block starts and stops, ``message_delta``, ``error``, ``ping``) is rare,
+and the events around the run go through the full ``SSEDecoder`` and ``json.loads``. A stream
+using CR line endings switches to the decoder for good, so the result is the same as decoding
+everything, whatever the chunk boundaries.
 
 Usage follows Anthropic: ``message_start`` carries the first figures and each ``message_delta``
 carries cumulative ones that replace them. A stream cut before any ``message_delta`` counts its
