@@ -9,15 +9,15 @@ it to drain), the client is gone (uvicorn drops the chunk), or the server is ano
 another ASGI server, a test client), for which it returns None.
 
 It reads uvicorn's ``RequestResponseCycle`` (``transport``, ``flow.write_paused``,
-``disconnected``, ``chunked_encoding``): a uvicorn that renames them gets ``send`` for every
-chunk, not a broken write. ``tests/proxy/test_server_write.py`` holds the bytes to uvicorn's own.
+``disconnected``, ``chunked_encoding``): a uvicorn that moves the class or renames them gets
+``send`` for every chunk, not a broken write or a failed start. ``tests/proxy/test_server_write.py``
+holds the bytes to uvicorn's own.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,6 +25,18 @@ if TYPE_CHECKING:
     from litestar.types import Scope, Send
 
 __all__ = ("chunk_writer",)
+
+
+def _cycle_class() -> type | None:
+    try:
+        module = importlib.import_module("uvicorn.protocols.http.httptools_impl")
+    except ImportError:  # no httptools, or a uvicorn that moved it: every chunk goes through send
+        return None
+    found = getattr(module, "RequestResponseCycle", None)
+    return found if isinstance(found, type) else None
+
+
+_CYCLE = _cycle_class()  # looked up once: an import statement per stream cost more than the check
 
 
 def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:
@@ -40,7 +52,7 @@ def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:
         response is not chunked.
     """
     owner = getattr(send, "__self__", None)
-    if not isinstance(owner, RequestResponseCycle) or scope.get("method") == "HEAD":
+    if _CYCLE is None or not isinstance(owner, _CYCLE) or scope.get("method") == "HEAD":
         return None
     cycle: Any = owner
     try:

@@ -12,6 +12,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gateway.proxy import relay as relay_module
+from gateway.proxy import server_write
 from gateway.proxy.server_write import chunk_writer
 from tests.support.inproc import serve_in_thread
 
@@ -97,6 +98,14 @@ async def test_other_servers_and_responses_get_none() -> None:
     sized, _ = cycle()
     await sized.send({**START, "headers": [(b"content-length", b"3")]})  # type: ignore[arg-type]
     assert chunk_writer(sized.scope, sized.send) is None  # type: ignore[arg-type]
+
+
+async def test_a_uvicorn_without_the_class_gets_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where uvicorn's httptools cycle cannot be found, every chunk is left to ``send``."""
+    c, _ = cycle()
+    await c.send(START)  # type: ignore[arg-type]
+    monkeypatch.setattr(server_write, "_CYCLE", None)
+    assert chunk_writer(c.scope, c.send) is None  # type: ignore[arg-type]
 
 
 def test_the_relay_writes_directly_under_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
