@@ -8,7 +8,7 @@ sink. ``chunks()``/``read()`` buffer instead, for callers that want a plain awai
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -92,7 +92,7 @@ class Connection(asyncio.Protocol):
         self._parsed: list[bytes] = []  # body pieces of the bytes being parsed
         # The parser's body callback is the list's own append: a C call per read, no Python frame.
         self.on_body: Callable[[bytes], None] = self._parsed.append
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | _Idle = _IDLE
         self._head: asyncio.Future[Response] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._sink: Callable[[bytes], None] | None = None
@@ -177,6 +177,7 @@ class Connection(asyncio.Protocol):
         if not self._in_flight:
             return
         self._in_flight = False
+        self._parser = _IDLE
         self._sink = None
         self._cancel_timer()
         if self._complete and self._keep_alive and self._error is None and not self._lost:
@@ -205,33 +206,31 @@ class Connection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
-        if not self._in_flight:
-            self.close()  # bytes nobody asked for: the connection is not safe to reuse
-            return
-        self.nothing_received = False
+        # Once per read of every stream: the checks that only matter once (bytes on an idle
+        # connection, a parse error) are the exception path, so a body read costs the parse,
+        # the hand-over and one test for the end.
         self._last_read = self._loop.time()
         parsed = self._parsed
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            failure: BaseException | None = ConnectionError(f"malformed response from the upstream: {exc}")
-        else:
-            failure = None
+            self._refuse(exc)
+            return
         if parsed:
             # One read is one hand-over, however many HTTP chunks (SSE events) it carried.
-            chunk = parsed[0] if len(parsed) == 1 else b"".join(parsed)
+            chunk = b"".join(parsed)  # the piece itself when there is one
             parsed.clear()
-            if self._sink is None:
+            sink = self._sink
+            if sink is None:
                 self._buffer.append(chunk)
                 self._wake()
             else:
                 try:
-                    self._sink(chunk)
+                    sink(chunk)
                 except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
-                    failure = exc
-        if failure is not None:
-            self._fail(failure)
-        elif self._complete:
+                    self._fail(exc)
+                    return
+        if self._complete:
             self._finish()
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
@@ -248,15 +247,19 @@ class Connection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:  # noqa: D102
+        self.nothing_received = False
+
     def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:  # noqa: D102
-        status = self._parser.get_status_code()
+        parser = cast("httptools.HttpResponseParser", self._parser)  # the one feeding this call
+        status = parser.get_status_code()
         if status < 200:  # an informational reply: the real one follows
             self._headers = []
             return
-        self._keep_alive = self._parser.should_keep_alive()
+        self._keep_alive = parser.should_keep_alive()
         self._framed = any(name.lower() in _FRAMING for name, _ in self._headers)
         if self._head is not None and not self._head.done():
             self._head.set_result(Response(self, status, self._headers))
@@ -267,6 +270,26 @@ class Connection(asyncio.Protocol):
             self._cancel_timer()
 
     # internals
+
+    def _refuse(self, exc: httptools.HttpParserError) -> None:
+        """Bytes the parser refused: on an idle connection, or a malformed response."""
+        self.nothing_received = False
+        if not self._in_flight:
+            self.close()  # bytes nobody asked for: the connection is not safe to reuse
+            return
+        parsed = self._parsed
+        if parsed:  # the body before the error is still the caller's
+            chunk = b"".join(parsed)
+            parsed.clear()
+            if self._sink is None:
+                self._buffer.append(chunk)
+            else:
+                try:
+                    self._sink(chunk)
+                except Exception as sink_exc:  # noqa: BLE001 - the first failure is the one told
+                    self._fail(sink_exc)
+                    return
+        self._fail(ConnectionError(f"malformed response from the upstream: {exc}"))
 
     def _finish(self) -> None:
         if self._done is not None and not self._done.done():
@@ -303,3 +326,15 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class _Idle:
+    """The parser of a connection with no request in flight: any byte is refused."""
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes) -> None:
+        raise httptools.HttpParserError("bytes on a connection with no request in flight")
+
+
+_IDLE = _Idle()

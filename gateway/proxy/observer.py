@@ -4,10 +4,11 @@ The hot path is the ``content_block_delta`` event, nearly every event of a strea
 is one whole delta event (a paced stream: the upstream writes one event per chunk, LF line
 endings) costs one ``partition`` and a prefix compare; a run of deltas in a bigger read, two
 ``bytes.count`` calls over the run: no JSON, no event objects. Every other event
-(``message_start``, block starts and stops, ``message_delta``, ``error``, ``ping``) is rare,
-and the events around the run go through the full ``SSEDecoder`` and ``json.loads``. A stream
-using CR line endings switches to the decoder for good, so the result is the same as decoding
-everything, whatever the chunk boundaries.
+(``message_start``, block starts and stops, ``message_delta``, ``error``, ``ping``) is rare:
+one in Anthropic's shape (an ``event:`` and a ``data:`` line) is split with byte scans, any other
+through the full ``SSEDecoder``, and only the few that carry figures are parsed as JSON. A
+stream using CR line endings switches to the decoder for good, so the result is the same as
+decoding everything, whatever the chunk boundaries.
 
 Usage follows Anthropic: ``message_start`` carries the first figures and each ``message_delta``
 carries cumulative ones that replace them. A stream cut before any ``message_delta`` counts its
@@ -16,10 +17,11 @@ relayed deltas as output tokens, a lower bound rather than nothing.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from gateway.proxy.sse import ServerSentEvent, SSEDecoder
 from gateway.telemetry.pricing import Usage
@@ -55,14 +57,23 @@ class StreamObserver:
     error_message: str | None = None
     completed: bool = False
     deltas: int = 0
-    events: int = 0
     first_delta_at: float | None = None
     tools: list[ToolBlock] = field(default_factory=list)
     capture: bool = False
     """Keep the output text (content capture, opted in): every delta is decoded then."""
     output_text: list[str] = field(default_factory=list)
+    _others: int = 0
     _tail: bytes = b""
     _decoder: SSEDecoder | None = None
+
+    def __post_init__(self) -> None:
+        if self.capture:  # every event decoded from the first byte: the fast path never runs
+            self._decoder = SSEDecoder()
+
+    @property
+    def events(self) -> int:
+        """Events seen, deltas included."""
+        return self.deltas + self._others
 
     @property
     def at_boundary(self) -> bool:
@@ -71,18 +82,24 @@ class StreamObserver:
 
     def feed(self, chunk: bytes) -> None:
         """Observe one chunk of the upstream's bytes."""
-        # `13 in chunk`, not `b"\r" in chunk`: a bytes operand is first tried as an integer,
-        # and the TypeError raised and cleared for it cost more than the rest of this call.
-        if self._decoder is not None or self.capture or 13 in chunk:
+        if not self._tail and self._decoder is None:
+            # A paced stream: each read is one whole delta event, counted here without a call.
+            # `partition` takes its argument as is, where count, find and startswith parse an
+            # argument tuple each; `13 in chunk`, not `b"\r" in chunk`: a bytes operand is
+            # first tried as an integer, and the TypeError raised and cleared for it cost more
+            # than the rest of this call.
+            head, sep, rest = chunk.partition(b"\n\n")
+            if not rest and sep and head[:_HEAD_LEN] == _DELTA_HEAD and 13 not in chunk:
+                self.deltas += 1
+                if self.first_delta_at is None:
+                    self.first_delta_at = time.perf_counter()
+                return
+        self._feed(chunk)
+
+    def _feed(self, chunk: bytes) -> None:
+        if self._decoder is not None or 13 in chunk:
             self._slow(chunk)
             return
-        if not self._tail:
-            # A paced stream: each read is one whole delta event. `partition` takes its
-            # argument as is, where count, find and startswith parse an argument tuple each.
-            head, sep, rest = chunk.partition(b"\n\n")
-            if sep and not rest and head[:_HEAD_LEN] == _DELTA_HEAD:
-                self._count_deltas(1)
-                return
         data = self._tail + chunk if self._tail else chunk
         end = data.rfind(b"\n\n")
         if end < 0:
@@ -117,12 +134,21 @@ class StreamObserver:
                 self._decode(block + b"\n\n")
 
     def _decode(self, events: bytes) -> None:
-        if events:
-            self._handle(SSEDecoder().feed(events))
+        """Observe whole events (LF line endings), the rare ones around and between the deltas.
+
+        An event written as Anthropic writes it, an ``event:`` line and one ``data:`` line, is
+        taken apart with two byte scans; any other shape (comments, ``id:``, several data lines,
+        no event name) goes through the full decoder.
+        """
+        for block in events.split(b"\n\n"):
+            head, sep, data = block.partition(b"\ndata: ")
+            if sep and head[:7] == b"event: " and len(head) > 7 and 10 not in head and 10 not in data:
+                self._event(head[7:].decode(errors="replace"), data)
+            elif block:
+                self._handle(SSEDecoder().feed(block + b"\n\n"))
 
     def _count_deltas(self, n: int) -> None:
         if n:
-            self.events += n
             self.deltas += n
             if self.first_delta_at is None:
                 self.first_delta_at = time.perf_counter()
@@ -135,39 +161,39 @@ class StreamObserver:
 
     def _handle(self, events: list[ServerSentEvent]) -> None:
         for ev in events:
-            self.events += 1
-            name = ev.event
-            if name == "content_block_delta":
-                self.deltas += 1
-                if self.first_delta_at is None:
-                    self.first_delta_at = time.perf_counter()
-                if self.capture:
-                    self._capture(ev.data)
-                continue
-            if name == "message_stop":
-                self.completed = True
-                continue
-            if not self._wants(name, ev.data):
-                continue
+            self._event(ev.event, ev.data.encode())
+
+    def _event(self, name: str, data: bytes) -> None:
+        if name == "content_block_delta":
+            self.deltas += 1
+            if self.first_delta_at is None:
+                self.first_delta_at = time.perf_counter()
+            if self.capture:
+                self._capture(data)
+            return
+        self._others += 1
+        if name == "message_stop":
+            self.completed = True
+        elif self._wants(name, data):
             try:
-                payload = json.loads(ev.data)
-            except ValueError:
-                continue
+                payload = msgspec.json.decode(data)
+            except ValueError:  # msgspec's DecodeError is one
+                return
             if isinstance(payload, dict):
                 self._rare(name, payload)
 
-    def _capture(self, data: str) -> None:
+    def _capture(self, data: bytes) -> None:
         try:
-            delta = json.loads(data).get("delta") or {}
+            delta = msgspec.json.decode(data).get("delta") or {}
         except (ValueError, AttributeError):
             return
         if delta.get("type") == "text_delta":
             self.output_text.append(str(delta.get("text", "")))
 
-    def _wants(self, name: str, data: str) -> bool:
+    def _wants(self, name: str, data: bytes) -> bool:
         """Whether an event is worth a JSON parse: most block starts and stops are not."""
         if name == "content_block_start":
-            return "tool_use" in data
+            return b"tool_use" in data
         if name == "content_block_stop":
             return any(tool.stopped is None for tool in self.tools)
         return name in {"message_start", "message_delta", "error"}
@@ -210,7 +236,7 @@ class StreamObserver:
     def observe_message(self, payload: bytes) -> None:
         """Take id, model, usage and stop reason from a non-streaming reply (one parse per reply)."""
         try:
-            message = json.loads(payload)
+            message = msgspec.json.decode(payload)
         except ValueError:
             return
         if not isinstance(message, dict):

@@ -113,6 +113,7 @@ class StreamRelay:
         "_end",
         "_failure",
         "_feed",
+        "_first",
         "_flush",
         "_hub",
         "_idle_ticks",
@@ -122,6 +123,7 @@ class StreamRelay:
         "_tick",
         "_timer",
         "_upstream",
+        "_writer",
         "_writes",
         "extra_headers",
         "record",
@@ -141,6 +143,7 @@ class StreamRelay:
         self._hub = hub
         self._feed = record.observer.feed
         self._writes = 0
+        self._first = True  # until the first delta is written (TTFT)
         self._backlog: list[bytes] | None = None  # not None while a write waits for the client
         self._flush: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -161,7 +164,10 @@ class StreamRelay:
         headers = [*_BASE_HEADERS, *response_headers(self.resp.raw_headers), *self.extra_headers]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         self._send = cast("Send", scope.get(RAW_SEND, send))
-        self._direct = chunk_writer(scope, self._send)
+        # Chunks go to the server's transport directly when it allows (``server_write``), to
+        # ``send`` otherwise; ``_direct`` refuses every chunk while a write waits for the client.
+        self._writer = chunk_writer(scope, self._send) or _through_send
+        self._direct = self._writer
         loop = asyncio.get_running_loop()
         # Why the stream ends: "upstream" (over, bytes written), "disconnect", "slow_client", "abort".
         self._end: asyncio.Future[str] = loop.create_future()
@@ -212,26 +218,31 @@ class StreamRelay:
     def _relay(self, chunk: bytes) -> None:
         """The hot path, called from the upstream's read callback: observe, then write."""
         self._feed(chunk)
-        self._write(chunk)
-        if self.record.first_written is None and self._backlog is None:  # else: when it is written
-            self._mark_first_written()
+        if self._direct(chunk):
+            self._writes += 1
+            if self._first:
+                self._mark_first_written()
+        else:
+            self._write(chunk)
 
     def _mark_first_written(self) -> None:
-        if self.record.first_written is None and self.record.observer.first_delta_at is not None:
+        if self._first and self.record.observer.first_delta_at is not None:
             self.record.first_written = time.perf_counter()
+            self._first = False
 
     def _write(self, chunk: bytes) -> None:
+        """Write through ``send`` (a chunk the direct writer refused, an error event)."""
         if self._backlog is not None:
             self._backlog.append(chunk)
             return
-        direct = self._direct
-        if direct is not None and direct(chunk):
-            self._writes += 1
-            return
         pending = send_now(self._send({"type": "http.response.body", "body": chunk, "more_body": True}))
         self._writes += 1
-        if pending is not None:  # the client is behind: stop reading until this write is done
+        if pending is None:
+            if self._first:
+                self._mark_first_written()
+        else:  # the client is behind: stop reading until this write is done
             self._backlog = []
+            self._direct = _through_send
             self.resp.pause_reading()
             self._flush = asyncio.get_running_loop().create_task(self._drain(pending))
 
@@ -248,6 +259,7 @@ class StreamRelay:
         else:
             self._mark_first_written()
         self._backlog = self._flush = None
+        self._direct = self._writer
         self.resp.resume_reading()
         if self._failure is not None or self._upstream.done():
             self._upstream_over(self._upstream)
@@ -310,12 +322,20 @@ class StreamRelay:
             if idle and self.record.observer.at_boundary:
                 self._idle_ticks = 0
                 try:
-                    self._write(KEEPALIVE)
+                    if self._direct(KEEPALIVE):
+                        self._writes += 1
+                    else:
+                        self._write(KEEPALIVE)
                 except Exception as exc:  # noqa: BLE001 - ends the stream in __call__, with an event
                     self._failure = exc
                     self._decide("upstream")
                     return
         self._timer = asyncio.get_running_loop().call_later(self._tick, self._watchdog)
+
+
+def _through_send(_: bytes) -> bool:
+    """The direct writer of a server without one, and of a client being waited for: refuses."""
+    return False
 
 
 def send_now(write: Awaitable[None]) -> Awaitable[None] | None:

@@ -107,7 +107,6 @@ class Telemetry:
         label = normalize_model(model, self.prices.known_models) if self.metrics is not None else "other"
         record = StreamRecord(self, route, model, label, stream, received)
         record.agent_turn = agent_turn
-        record.observer.capture = self.capture_content
         if self.tracer is not None:
             attrs: dict[str, Any] = {
                 "gen_ai.operation.name": "chat",
@@ -173,7 +172,7 @@ class StreamRecord:
         self.received = received
         self.upstream_sent: float | None = None
         self.first_written: float | None = None
-        self.observer = StreamObserver()
+        self.observer = StreamObserver(capture=telemetry.capture_content)
         self.span: Span | None = None
         self.request_id = ""
         self.status = 0

@@ -57,6 +57,25 @@ def _multibyte() -> bytes:
     return out
 
 
+def _other_shapes() -> bytes:
+    """Legal SSE the observer's byte scans must leave to the decoder: the same figures result."""
+    start = {"type": "message_start", "message": {"id": "msg_s", "model": "claude-sonnet-4-5",
+                                                   "usage": {"input_tokens": 5, "output_tokens": 1}}}
+    delta = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}'
+    out = b"event: message_start\nid: 1\ndata: " + json.dumps(start).encode() + b"\n\n"
+    out += b"event:content_block_start\ndata:" + b'{"type":"content_block_start","index":0,'
+    out += b'"content_block":{"type":"text","text":""}}\n\n'
+    out += (b"event: content_block_delta\ndata: " + delta + b"\n\n") * 3
+    out += b"event: content_block_delta\n: a comment inside an event\ndata: " + delta + b"\n\n"
+    out += b"event: content_block_delta\ndata: " + delta + b"\nid: 2\n\n"
+    out += b"data: {}\n\n"  # no event line: a "message" event
+    out += b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\ndata: \"index\":0}\n\n"
+    out += b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\n"
+    out += b'data: "usage":{"output_tokens":9}}\n\n'
+    out += sse_event("message_stop", {"type": "message_stop"})
+    return out
+
+
 def _error_mid_stream() -> bytes:
     head = _rendered("text", 6).split(b"event: content_block_stop", 1)[0]
     return head + sse_event("error", {"type": "error", "error": {"type": "overloaded_error",
@@ -68,6 +87,7 @@ _BASE = {
     "tool_use": _rendered("tool_use", 4, tools=True),
     "thinking": _rendered("thinking", 5),
     "multibyte": _multibyte(),
+    "shapes": _other_shapes(),
     "error": _error_mid_stream(),
 }
 STREAMS: dict[str, bytes] = dict(_BASE)
@@ -139,7 +159,7 @@ def _expected(raw: bytes) -> dict[str, Any]:
     """What the stream says, from the oracle's events (independent of the observer)."""
     events = parse_sse(raw)
     out: dict[str, Any] = {"deltas": 0, "completed": False, "stop_reason": None, "error": None,
-                           "input": 0, "output": 0, "tools": [], "message_id": ""}
+                           "input": 0, "output": 0, "tools": [], "message_id": "", "events": len(events)}
     for name, data in events:
         payload = json.loads(data)
         if name == "content_block_delta":
@@ -170,6 +190,7 @@ def test_observer_matches_what_the_stream_says(case: tuple[str, bytes, list[byte
     for chunk in chunks:
         obs.feed(chunk)
     assert obs.deltas == want["deltas"]
+    assert obs.events == want["events"]
     assert obs.completed == want["completed"]
     assert obs.stop_reason == want["stop_reason"]
     assert obs.error_type == want["error"]
@@ -239,20 +260,18 @@ def test_a_run_of_deltas_is_counted_at_once(monkeypatch: pytest.MonkeyPatch) -> 
     """A chunk holding a block's deltas between other events counts them in one step, undecoded."""
     counted: list[int] = []
     decoded: list[str] = []
-    count_deltas = StreamObserver._count_deltas
+    count_deltas, event = StreamObserver._count_deltas, StreamObserver._event
 
     def spy_count(self: StreamObserver, n: int) -> None:
         counted.append(n)
         count_deltas(self, n)
 
-    class Recording(SSEDecoder):
-        def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-            events = super().feed(chunk)
-            decoded.extend(ev.event for ev in events)
-            return events
+    def spy_event(self: StreamObserver, name: str, data: bytes) -> None:
+        decoded.append(name)
+        event(self, name, data)
 
     monkeypatch.setattr(StreamObserver, "_count_deltas", spy_count)
-    monkeypatch.setattr(observer_module, "SSEDecoder", Recording)
+    monkeypatch.setattr(StreamObserver, "_event", spy_event)
     raw = STREAMS["text"]
     obs = StreamObserver()
     obs.feed(raw)
