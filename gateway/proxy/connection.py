@@ -27,7 +27,7 @@ class Response:
 
     Attributes:
         status: The HTTP status code.
-        raw_headers: The header lines as received (names in the upstream's case).
+        raw_headers: The header lines as received, names lower-cased (once, as they arrive).
     """
 
     __slots__ = ("_conn", "raw_headers", "status")
@@ -39,7 +39,7 @@ class Response:
 
     def header(self, name: bytes) -> str:
         """A header's value (``name`` lower-case), repeats joined with ``", "``; ``""`` if absent."""
-        return ", ".join(value.decode("latin-1") for key, value in self.raw_headers if key.lower() == name)
+        return ", ".join([value.decode("latin-1") for key, value in self.raw_headers if key == name])
 
     @property
     def content_type(self) -> str:
@@ -251,7 +251,7 @@ class Connection(asyncio.Protocol):
         self.nothing_received = False
 
     def on_header(self, name: bytes, value: bytes) -> None:  # noqa: D102
-        self._headers.append((name, value))
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:  # noqa: D102
         parser = cast("httptools.HttpResponseParser", self._parser)  # the one feeding this call
@@ -260,7 +260,7 @@ class Connection(asyncio.Protocol):
             self._headers = []
             return
         self._keep_alive = parser.should_keep_alive()
-        self._framed = any(name.lower() in _FRAMING for name, _ in self._headers)
+        self._framed = any(name in _FRAMING for name, _ in self._headers)
         if self._head is not None and not self._head.done():
             self._head.set_result(Response(self, status, self._headers))
 

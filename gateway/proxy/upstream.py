@@ -68,13 +68,12 @@ def forward_headers(
 
 
 def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers a client must get back, as raw ASGI pairs (names lower-cased)."""
-    out = []
-    for name, value in raw:
-        key = name.lower()
-        if key in _RESPONSE_RAW or key.startswith((b"anthropic-ratelimit-", b"anthropic-priority-")):
-            out.append((key, value))
-    return out
+    """The upstream's headers a client must get back (``raw``: names lower-cased, as ASGI's)."""
+    return [
+        (name, value)
+        for name, value in raw
+        if name in _RESPONSE_RAW or name.startswith((b"anthropic-ratelimit-", b"anthropic-priority-"))
+    ]
 
 
 def _retry_after(resp: Response) -> float | None:

@@ -89,7 +89,7 @@ async def test_content_length_and_close_delimited_bodies() -> None:
         seen = await read_request(reader)
         assert seen.body == b'{"a":1}'
         if n == 1:
-            writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 5\r\nx-multi: a\r\nx-multi: b\r\n\r\nnope!")
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\nX-Multi: a\r\nx-MULTI: b\r\n\r\nnope!")
         else:
             writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end")
         await writer.drain()
@@ -99,6 +99,7 @@ async def test_content_length_and_close_delimited_bodies() -> None:
         http = client()
         resp = await http.request("POST", url + "/x", {}, b'{"a":1}')
         assert (resp.status, await resp.read(), resp.header(b"x-multi")) == (404, b"nope!", "a, b")
+        assert [name for name, _ in resp.raw_headers] == [b"content-length", b"x-multi", b"x-multi"]
         resp.close()  # the handler closes after one reply: the next request finds that out
         resp = await http.request("POST", url + "/x", {}, b'{"a":1}')
         assert await resp.read() == b"until the end"

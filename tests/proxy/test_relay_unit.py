@@ -25,7 +25,7 @@ class FakeResponse:
     """Delivers its chunks to the relay's sink one loop turn apart, then ends after ``then`` s."""
 
     def __init__(self, chunks: list[bytes], then: float = 0.0) -> None:
-        self.raw_headers = [(b"Request-Id", b"req_1")]
+        self.raw_headers = [(b"request-id", b"req_1")]  # names lower-cased, as Connection gives them
         self.chunks, self.then = list(chunks), then
         self.closed = False
         self.paused: list[bool] = []

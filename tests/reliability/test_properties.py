@@ -16,9 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.proxy import observer as observer_module
 from gateway.proxy.observer import StreamObserver
-from gateway.proxy.sse import ServerSentEvent, SSEDecoder
+from gateway.proxy.sse import SSEDecoder
 from gateway.simulator.plan import build_plan
 from gateway.simulator.request import parse_messages_request
 from gateway.simulator.stream import render_events
