@@ -81,14 +81,14 @@ class RelayHub:
         """Count a stream as live."""
         self.live.add(stream)
         if self.metrics is not None:
-            self.metrics.child(self.metrics.active_streams, route).inc()
+            self.metrics.add(self.metrics.active_streams, route)
 
     def discard(self, stream: Abortable, route: str) -> None:
         """Count a stream as ended (idempotent)."""
         if stream in self.live:
             self.live.remove(stream)
             if self.metrics is not None:
-                self.metrics.child(self.metrics.active_streams, route).dec()
+                self.metrics.add(self.metrics.active_streams, route, amount=-1.0)
 
     def abort_all(self, reason: str) -> None:
         """End every live stream with a retryable error (used when the drain time is up)."""

@@ -195,7 +195,7 @@ class Upstream:
 
     def _count_status(self, status: int) -> None:
         if self._metrics is not None:
-            self._metrics.child(self._metrics.upstream_responses, str(status)).inc()
+            self._metrics.add(self._metrics.upstream_responses, str(status))
 
     def _count_retry(self, reason: str) -> None:
         if self._metrics is not None:

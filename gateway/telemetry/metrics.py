@@ -263,6 +263,7 @@ class GatewayMetrics:
         self.exemplars = not multiprocess_enabled()
         self._tool_labels: set[str] = set()
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._values: dict[tuple[Any, ...], Any] = {}
         self.build_info.labels(version).set(1)
         self.max_streams.set(max_streams)
         self._prime()
@@ -291,6 +292,23 @@ class GatewayMetrics:
                 self._children[key] = found
         return found
 
+    def add(self, family: Counter | Gauge, *values: str, amount: float = 1.0) -> None:
+        """``family.labels(*values).inc(amount)``, in one call instead of five.
+
+        ``Counter.inc`` and ``Gauge.inc`` check on every call that the series is a labelled child
+        and, for a counter, that ``amount`` is not negative, before the value's own ``inc``. The
+        value of each label tuple is remembered here (as ``child`` remembers children), and
+        callers pass amounts that are valid for the family: non-negative for a counter, any for a
+        gauge. The value is the library's own (its lock, or its file in multiprocess mode).
+        """
+        key = (family, *values)
+        value = self._values.get(key)
+        if value is None:
+            value = self.child(family, *values)._value  # the library's value object
+            if len(self._values) < MAX_CACHED_CHILDREN:
+                self._values[key] = value
+        value.inc(amount)
+
     def record_tool(self, name: str, phase: str, seconds: float | None) -> None:
         """Count a tool call and its duration, under a bounded ``tool`` label.
 
@@ -311,4 +329,4 @@ class GatewayMetrics:
         """Add token counts, skipping zeros so no empty series are created."""
         for kind, value in usage:
             if value:
-                self.child(self.tokens, model, kind).inc(value)
+                self.add(self.tokens, model, kind, amount=value)

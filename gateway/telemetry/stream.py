@@ -264,7 +264,7 @@ class StreamRecord:
             observe(m.child(m.tpot, label), (now - first) / (usage.output_tokens - 1))
         if not self.agent_turn:
             observe(m.child(m.duration, route, label, outcome), now - self.received, exemplar)
-            m.child(m.requests, route, outcome).inc()
+            m.add(m.requests, route, outcome)
         m.count_tokens(
             label,
             (
@@ -275,11 +275,11 @@ class StreamRecord:
             ),
         )
         if cost:
-            m.child(m.cost, label).inc(cost)
+            m.add(m.cost, label, amount=cost)
         if error_type:
-            m.child(m.stream_errors, route, error_type).inc()
+            m.add(m.stream_errors, route, error_type)
         if self.disconnect_phase:
-            m.child(m.client_disconnects, route, self.disconnect_phase).inc()
+            m.add(m.client_disconnects, route, self.disconnect_phase)
         tools = []
         for tool in obs.tools:
             tools.append(tool.name)

@@ -62,3 +62,27 @@ def test_observe_exposes_what_the_librarys_observe_does() -> None:
     assert texts[1] == texts[0]
     assert 'trace_id="00000000000000000000000000000009"' in texts[1]
     assert 'le="+Inf",model="other",route="/v1/messages"} 10.0' in texts[1]
+
+
+def test_add_exposes_what_the_librarys_inc_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counters and a gauge moved by ``add`` read as ``inc``/``dec`` leave them, past the cache bound too."""
+    monkeypatch.setattr(metrics_module, "MAX_CACHED_CHILDREN", 3)
+    texts = []
+    for use_ours in (False, True):
+        m, registry = fresh()
+        for i in range(4):
+            for route in ("/v1/messages", "/v1/agent/stream"):
+                if use_ours:
+                    m.add(m.requests, route, "ok")
+                    m.add(m.cost, "other", amount=0.25 * i)
+                    m.add(m.active_streams, route)
+                    m.add(m.active_streams, route, amount=-1.0 if i % 2 else 0.0)
+                else:
+                    m.requests.labels(route, "ok").inc()
+                    m.cost.labels("other").inc(0.25 * i)
+                    m.active_streams.labels(route).inc()
+                    m.active_streams.labels(route).dec(1.0 if i % 2 else 0.0)
+        texts.append("\n".join(line for line in generate_latest(registry).decode().splitlines() if "_created" not in line))
+    assert texts[1] == texts[0]
+    assert 'claude_gateway_requests_total{outcome="ok",route="/v1/agent/stream"} 4.0' in texts[1]
+    assert 'claude_gateway_active_streams{route="/v1/messages"} 2.0' in texts[1]
