@@ -17,7 +17,6 @@ holds the bytes to uvicorn's own.
 from __future__ import annotations
 
 import importlib
-import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,87 +24,19 @@ if TYPE_CHECKING:
 
     from litestar.types import Scope, Send
 
-__all__ = ("chunk_writer", "head_sender")
+__all__ = ("chunk_writer",)
 
 
-def _uvicorn() -> tuple[type | None, tuple[dict[int, bytes], re.Pattern[bytes], re.Pattern[bytes]] | None]:
+def _cycle_class() -> type | None:
     try:
         module = importlib.import_module("uvicorn.protocols.http.httptools_impl")
-    except ImportError:  # no httptools, or a uvicorn that moved it: every message goes through send
-        return None, None
+    except ImportError:  # no httptools, or a uvicorn that moved it: every chunk goes through send
+        return None
     found = getattr(module, "RequestResponseCycle", None)
-    # The status lines and the two header checks uvicorn's send uses, so that both stay its own.
-    head = tuple(getattr(module, name, None) for name in ("STATUS_LINE", "HEADER_RE", "HEADER_VALUE_RE"))
-    usable = isinstance(head[0], dict) and all(isinstance(p, re.Pattern) for p in head[1:])
-    return (found if isinstance(found, type) else None), (head if usable else None)  # type: ignore[return-value]
+    return found if isinstance(found, type) else None
 
 
-# Looked up once: an import statement per stream cost more than the check.
-_CYCLE, _HEAD = _uvicorn()
-#: Headers that change uvicorn's framing or connection handling: such a head goes through send.
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-
-
-def head_sender(send: Send) -> Send:
-    """``send``, except that a chunked response head is written straight to uvicorn's transport.
-
-    uvicorn's ``send`` checks each header of a response head with two regular expressions and
-    lower-cases its name, one by one: a relayed stream has about twenty (Anthropic's rate-limit
-    headers among them). This writes the same bytes with the same two checks, each run once over
-    all names and all values, and sets the response state uvicorn's ``send`` sets. Every other
-    message, and any head it cannot write as uvicorn would (a refused header, a ``content-length``,
-    ``transfer-encoding`` or ``connection`` header, HEAD, 204 or 304, the access log on, a full or
-    gone client), goes to ``send``.
-
-    Args:
-        send: The server's own ``send``.
-    """
-    cycle: Any = getattr(send, "__self__", None)
-    if _CYCLE is None or _HEAD is None or not isinstance(cycle, _CYCLE):
-        return send
-
-    async def head_send(message: Any) -> None:  # noqa: ANN401 - an ASGI message
-        if message["type"] != "http.response.start" or not _write_head(cycle, message):
-            await send(message)
-
-    return head_send
-
-
-def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's cycle, an ASGI message
-    try:
-        if (
-            cycle.response_started
-            or cycle.disconnected
-            or cycle.flow.write_paused
-            or cycle.access_log
-            or cycle.scope["method"] == "HEAD"
-        ):
-            return False
-        status = message["status"]
-        headers = cycle.default_headers + list(message.get("headers", ()))
-    except (AttributeError, KeyError):  # another uvicorn's internals
-        return False
-    status_lines, bad_name, bad_value = _HEAD  # type: ignore[misc]
-    line = status_lines.get(status)
-    if line is None or status in (204, 304):
-        return False
-    names = b"".join([name for name, _ in headers])
-    if (
-        bad_name.search(names)  # the pattern matches one byte: over all names is as good as each
-        or bad_value.search(b"".join([value for _, value in headers]))
-        or names != names.lower()
-        or not _FRAMING.isdisjoint([name for name, _ in headers])
-    ):
-        return False
-    tail = b"transfer-encoding: chunked\r\n\r\n" if cycle.keep_alive else _CLOSE_TAIL
-    cycle.response_started = True
-    cycle.waiting_for_100_continue = False
-    cycle.chunked_encoding = True
-    cycle.transport.write(b"".join([line, *[b": ".join(pair) + b"\r\n" for pair in headers], tail]))
-    return True
-
-
-_CLOSE_TAIL = b"connection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+_CYCLE = _cycle_class()  # looked up once: an import statement per stream cost more than the check
 
 
 def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:
