@@ -113,7 +113,6 @@ class StreamRelay:
         "_end",
         "_failure",
         "_feed",
-        "_first",
         "_flush",
         "_hub",
         "_idle_ticks",
@@ -143,7 +142,6 @@ class StreamRelay:
         self._hub = hub
         self._feed = record.observer.feed
         self._writes = 0
-        self._first = True  # until the first delta is written (TTFT)
         self._backlog: list[bytes] | None = None  # not None while a write waits for the client
         self._flush: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -220,15 +218,14 @@ class StreamRelay:
         self._feed(chunk)
         if self._direct(chunk):
             self._writes += 1
-            if self._first:
+            if self.record.first_written is None:
                 self._mark_first_written()
         else:
             self._write(chunk)
 
     def _mark_first_written(self) -> None:
-        if self._first and self.record.observer.first_delta_at is not None:
+        if self.record.first_written is None and self.record.observer.first_delta_at is not None:
             self.record.first_written = time.perf_counter()
-            self._first = False
 
     def _write(self, chunk: bytes) -> None:
         """Write through ``send`` (a chunk the direct writer refused, an error event)."""
@@ -238,7 +235,7 @@ class StreamRelay:
         pending = send_now(self._send({"type": "http.response.body", "body": chunk, "more_body": True}))
         self._writes += 1
         if pending is None:
-            if self._first:
+            if self.record.first_written is None:
                 self._mark_first_written()
         else:  # the client is behind: stop reading until this write is done
             self._backlog = []
