@@ -165,9 +165,7 @@ class StreamObserver:
 
     def _event(self, name: str, data: bytes) -> None:
         if name == "content_block_delta":
-            self.deltas += 1
-            if self.first_delta_at is None:
-                self.first_delta_at = time.perf_counter()
+            self._count_deltas(1)
             if self.capture:
                 self._capture(data)
             return
