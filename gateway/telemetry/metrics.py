@@ -82,14 +82,18 @@ def observe(child: Histogram, amount: float, exemplar: dict[str, str] | None = N
     finds the bucket with ``bisect`` and updates the values the library's ``observe`` updates
     (the same private attributes; their own locks, and the multiprocess files in that mode).
     ``tests/telemetry/test_metrics.py`` compares the exposition with the library's own
-    ``observe``. ``amount`` is a number, not NaN.
+    ``observe``. ``amount`` is a number, not NaN. In one process the values are updated without
+    their locks, as ``GatewayMetrics.add`` does (why, there).
     """
-    i = bisect_left(child._upper_bounds, amount)
-    child._sum.inc(amount)
-    bucket = child._buckets[i]
-    bucket.inc(1)
+    bucket = child._buckets[bisect_left(child._upper_bounds, amount)]
+    if bucket._multiprocess:  # a file the library writes; no exemplars in that mode
+        child._sum.inc(amount)
+        bucket.inc(1)
+        return
+    child._sum._value += amount
+    bucket._value += 1
     if exemplar:
-        bucket.set_exemplar(Exemplar(exemplar, amount, time.time()))
+        bucket._exemplar = Exemplar(exemplar, amount, time.time())
 
 
 def multiprocess_enabled() -> bool:
@@ -299,7 +303,10 @@ class GatewayMetrics:
         and, for a counter, that ``amount`` is not negative, before the value's own ``inc``. The
         value of each label tuple is remembered here (as ``child`` remembers children), and
         callers pass amounts that are valid for the family: non-negative for a counter, any for a
-        gauge. The value is the library's own (its lock, or its file in multiprocess mode).
+        gauge. The value is the library's own. In multiprocess mode it is a file, moved by its
+        ``inc``. In one process it is a float behind a lock, and the float is moved directly: the
+        gateway moves its metrics from the event loop's thread only, and a scrape reads each
+        value whole, so the lock (a third of a counter update) guards nothing here.
         """
         key = (family, *values)
         value = self._values.get(key)
@@ -307,7 +314,10 @@ class GatewayMetrics:
             value = self.child(family, *values)._value  # the library's value object
             if len(self._values) < MAX_CACHED_CHILDREN:
                 self._values[key] = value
-        value.inc(amount)
+        if value._multiprocess:
+            value.inc(amount)
+        else:
+            value._value += amount
 
     def record_tool(self, name: str, phase: str, seconds: float | None) -> None:
         """Count a tool call and its duration, under a bounded ``tool`` label.
