@@ -19,9 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ("Connection", "Response")
 
-_FRAMING = (b"content-length", b"transfer-encoding")
-
-
 class Response:
     """One upstream response: status and headers now, the body through one of three readers.
 
@@ -30,16 +27,27 @@ class Response:
         raw_headers: The header lines as received, names lower-cased (once, as they arrive).
     """
 
-    __slots__ = ("_conn", "raw_headers", "status")
+    __slots__ = ("_conn", "_index", "raw_headers", "status")
 
     def __init__(self, conn: Connection, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self._conn = conn
         self.status = status
         self.raw_headers = raw_headers
+        # Built in C, once: each lookup would otherwise be a Python loop over ~20 headers.
+        self._index = dict(raw_headers)
+
+    def has(self, name: bytes) -> bool:
+        """Whether the header ``name`` (lower-case) is present."""
+        return name in self._index
 
     def header(self, name: bytes) -> str:
         """A header's value (``name`` lower-case), repeats joined with ``", "``; ``""`` if absent."""
-        return ", ".join([value.decode("latin-1") for key, value in self.raw_headers if key == name])
+        value = self._index.get(name)
+        if value is None:
+            return ""
+        if len(self._index) == len(self.raw_headers):  # no name is repeated
+            return value.decode("latin-1")
+        return ", ".join([v.decode("latin-1") for key, v in self.raw_headers if key == name])
 
     @property
     def content_type(self) -> str:
@@ -260,9 +268,10 @@ class Connection(asyncio.Protocol):
             self._headers = []
             return
         self._keep_alive = parser.should_keep_alive()
-        self._framed = any(name in _FRAMING for name, _ in self._headers)
+        resp = Response(self, status, self._headers)
+        self._framed = resp.has(b"content-length") or resp.has(b"transfer-encoding")
         if self._head is not None and not self._head.done():
-            self._head.set_result(Response(self, status, self._headers))
+            self._head.set_result(resp)
 
     def on_message_complete(self) -> None:  # noqa: D102
         if self._head is not None and self._head.done():  # else the end of an informational reply
