@@ -22,7 +22,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.errors import GatewayError, UpstreamStatusError
 from gateway.proxy.sse import SSEDecoder
-from gateway.proxy.upstream import forward_headers
 from gateway.telemetry.metrics import ROUTE_AGENT
 from gateway.telemetry.stream import outcome_for_error
 
@@ -69,8 +68,7 @@ class AgentLoop:
         tools: Registry of the tools offered to Claude.
         emit: Async callback ``(event, data)`` storing and delivering one event.
         request: The Anthropic request body of the first turn (without ``stream``).
-        headers: Client headers, filtered by ``forward_headers`` before going upstream.
-        simulator: Whether ``x-simulator-*`` headers may pass (local upstream).
+        headers: The client's headers the upstream may see (``forward_headers``).
     """
 
     def __init__(
@@ -80,9 +78,8 @@ class AgentLoop:
         tools: ToolRegistry,
         emit: Callable[[str, dict[str, Any]], Awaitable[None]],
         request: dict[str, Any],
-        headers: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
         *,
-        simulator: bool,
         stream_id: str,
         received: float,
     ) -> None:
@@ -91,8 +88,7 @@ class AgentLoop:
         self.tools = tools
         self.emit = emit
         self.request = request
-        self.headers = forward_headers(headers, simulator=simulator)
-        self.headers["accept-encoding"] = "identity"
+        self.headers = headers
         self.stream_id = stream_id
         self.received = received
         self.first_token_at: float | None = None

@@ -22,7 +22,8 @@ from gateway.agent.events import KEEPALIVE, encode_retry, parse_event_id
 from gateway.errors import RequestRejected
 from gateway.proxy.guard import InputMessage, admit, check_policy
 from gateway.proxy.relay import receive_disconnect
-from gateway.proxy.routes import authenticate
+from gateway.proxy.routes import authenticate, request_id
+from gateway.proxy.upstream import forward_headers
 from gateway.state import RAW_SEND, GatewayState, state_of
 
 if TYPE_CHECKING:
@@ -164,7 +165,11 @@ async def start_stream(request: Request[Any, Any, Any], data: AgentRequest) -> A
         run = await state.agent.launch(
             key_id,
             body,
-            dict(request.headers),
+            forward_headers(
+                request.scope["headers"],
+                simulator=state.settings.local_upstream,
+                request_id=request_id(request.scope),
+            ),
             max_turns=max_turns,
             received=received,
             release=admission.release,

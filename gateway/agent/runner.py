@@ -116,7 +116,7 @@ class AgentRunner:
         self,
         owner: str,
         request: dict[str, Any],
-        headers: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
         *,
         max_turns: int,
         received: float,
@@ -171,7 +171,7 @@ class AgentRunner:
         self,
         run: AgentRun,
         request: dict[str, Any],
-        headers: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
         max_turns: int,
         received: float,
         release: Any,  # noqa: ANN401
@@ -204,7 +204,6 @@ class AgentRunner:
             emit,
             request,
             headers,
-            simulator=self.settings.local_upstream,
             stream_id=run.stream_id,
             received=received,
         )

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from gateway.proxy.connection import Connection, Response
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable
 
 __all__ = ("HttpClient", "Response")
 
@@ -67,19 +67,22 @@ class HttpClient:
         self._closed = False
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+        self, method: str, url: str, headers: Iterable[tuple[bytes, bytes]], body: bytes | None = None
     ) -> Response:
-        """Send one request and return once the response's head has arrived."""
+        """Send one request and return once the response's head has arrived.
+
+        ``headers`` are (name, value) byte pairs, written as they are.
+        """
         origin, netloc, target = _split(url)
         tls = origin[0] == "https"
-        lines = [f"{method} {target} HTTP/1.1", f"host: {netloc}"]
-        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        lines = [f"{method} {target} HTTP/1.1\r\nhost: {netloc}".encode("latin-1")]
+        lines += [b"%s: %s" % pair for pair in headers]
         if body is not None or method in {"POST", "PUT", "PATCH"}:
-            lines.append(f"content-length: {len(body or b'')}")
-        head = "\r\n".join(lines)
-        if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
+            lines.append(b"content-length: %d" % len(body or b""))
+        head = b"\r\n".join(lines)
+        if head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines):
             raise ValueError("a header contains a line break")
-        payload = head.encode("latin-1") + b"\r\n\r\n" + (body or b"")
+        payload = head + b"\r\n\r\n" + (body or b"")
         while True:
             conn, reused = self._take(origin), True
             if conn is None:

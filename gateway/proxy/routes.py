@@ -110,8 +110,7 @@ async def open_messages(
     rid = request_id(scope)
     try:
         await _observe_client_tools(state, body)
-        headers = forward_headers(scope["headers"], simulator=state.settings.local_upstream)
-        headers["x-request-id"] = rid
+        headers = forward_headers(scope["headers"], simulator=state.settings.local_upstream, request_id=rid)
         record.upstream_sent = time.perf_counter()
         resp = await state.upstream.send(
             "POST",
@@ -172,8 +171,8 @@ async def _pass_through(
     state = state_of(request)
     await admit(state.limiter, _key_id(request), stream=False)
     rid = request_id(request.scope)
-    headers = forward_headers(request.scope["headers"], simulator=state.settings.local_upstream)
-    headers["x-request-id"] = rid
+    simulator = state.settings.local_upstream
+    headers = forward_headers(request.scope["headers"], simulator=simulator, request_id=rid)
     resp = await state.upstream.send(
         method,
         path,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from opentelemetry.propagate import inject
@@ -24,7 +23,7 @@ from opentelemetry.propagate import inject
 from gateway.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from gateway.proxy.client import HttpClient
     from gateway.proxy.connection import Response
@@ -35,8 +34,9 @@ __all__ = ("RESPONSE_HEADERS", "Upstream", "forward_headers")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 
-#: Request headers passed on to the upstream (plus any ``anthropic-*``).
-_FORWARD = frozenset({"content-type", "accept", "user-agent", "x-request-id"})
+#: Request headers passed on to the upstream (plus any ``anthropic-*``); ``x-request-id`` is the gateway's.
+_FORWARD = frozenset({b"content-type", b"accept", b"user-agent"})
+_VERSION = (b"anthropic-version", b"2023-06-01")
 #: Response headers passed back to the client (plus any ``anthropic-ratelimit-*``).
 RESPONSE_HEADERS = frozenset(
     {"request-id", "retry-after", "retry-after-ms", "x-should-retry", "anthropic-organization-id"}
@@ -45,25 +45,23 @@ _RESPONSE_RAW = frozenset(name.encode() for name in RESPONSE_HEADERS)
 
 
 def forward_headers(
-    client: Mapping[str, str] | Iterable[tuple[bytes, bytes]], *, simulator: bool
-) -> dict[str, str]:
+    client: Iterable[tuple[bytes, bytes]], *, simulator: bool, request_id: str | None = None
+) -> list[tuple[bytes, bytes]]:
     """Pick the client's headers the upstream should see. Client credentials never pass.
 
+    One pass over the request's own bytes: the upstream request is written from them as they are.
+
     Args:
-        client: A header mapping, or the raw ASGI ``scope["headers"]`` (names lower-case).
+        client: The raw ASGI ``scope["headers"]`` (names lower-case, as ASGI has them).
         simulator: Whether ``x-simulator-*`` headers pass too (a local upstream only).
+        request_id: The gateway's ``x-request-id`` for the upstream (the client's is not passed).
     """
-    pairs = (
-        ((k.lower(), v) for k, v in client.items())
-        if isinstance(client, Mapping)
-        else ((k.decode("latin-1"), v.decode("latin-1")) for k, v in client)
-    )
-    out = {
-        key: value
-        for key, value in pairs
-        if key in _FORWARD or key.startswith("anthropic-") or (simulator and key.startswith("x-simulator-"))
-    }
-    out.setdefault("anthropic-version", "2023-06-01")
+    prefixes = (b"anthropic-", b"x-simulator-") if simulator else b"anthropic-"
+    out = [(key, value) for key, value in client if key in _FORWARD or key.startswith(prefixes)]
+    if not any(key == b"anthropic-version" for key, _ in out):
+        out.append(_VERSION)
+    if request_id is not None:
+        out.append((b"x-request-id", request_id.encode("latin-1")))
     return out
 
 
@@ -113,7 +111,7 @@ class Upstream:
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
-        self._key = api_key
+        self._key = api_key.encode("latin-1")
         self._settings = settings
         self._metrics = metrics
 
@@ -127,14 +125,16 @@ class Upstream:
         method: str,
         path: str,
         *,
-        headers: Mapping[str, str],
+        headers: Sequence[tuple[bytes, bytes]],
         body: bytes | None = None,
         query: str = "",
         trace_context: object | None = None,
     ) -> Response:
         """Send a request, retrying what may be retried; return a 2xx response, unread.
 
-        The caller owns the response and must ``close()`` it (the relay does, in ``finally``).
+        ``headers`` are the client's that may pass (``forward_headers``); the gateway's key,
+        ``accept-encoding: identity`` and the trace context are added here. The caller owns the
+        response and must ``close()`` it (the relay does, in ``finally``).
 
         Raises:
             UpstreamStatusError: A non-2xx reply that is not (or no longer) retried.
@@ -142,11 +142,11 @@ class Upstream:
             UpstreamTimeout: The connection or the first bytes took too long.
         """
         url = f"{self._base}{path}" + (f"?{query}" if query else "")
-        out = dict(headers)
-        out["x-api-key"] = self._key
-        out["accept-encoding"] = "identity"
+        out = [*headers, (b"x-api-key", self._key), (b"accept-encoding", b"identity")]
         if trace_context is not None:
-            inject(out, context=trace_context)  # type: ignore[arg-type]
+            carrier: dict[str, str] = {}
+            inject(carrier, context=trace_context)  # type: ignore[arg-type]
+            out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in carrier.items()]
         deadline = time.monotonic() + self._settings.upstream_retry_max_wait
         attempt = 0
         while True:

@@ -71,7 +71,7 @@ async def test_a_sink_gets_every_byte_and_the_connection_is_reused() -> None:
     async with server as url:
         http = client()
         for _ in range(2):
-            resp = await http.request("POST", url + "/v1/messages", {"x-api-key": "k"}, b"{}")
+            resp = await http.request("POST", url + "/v1/messages", [(b"x-api-key", b"k")], b"{}")
             assert resp.status == 200
             assert resp.content_type == "text/event-stream"
             got: list[bytes] = []
@@ -97,11 +97,11 @@ async def test_content_length_and_close_delimited_bodies() -> None:
     server = Server(handler)
     async with server as url:
         http = client()
-        resp = await http.request("POST", url + "/x", {}, b'{"a":1}')
+        resp = await http.request("POST", url + "/x", [], b'{"a":1}')
         assert (resp.status, await resp.read(), resp.header(b"x-multi")) == (404, b"nope!", "a, b")
         assert [name for name, _ in resp.raw_headers] == [b"content-length", b"x-multi", b"x-multi"]
         resp.close()  # the handler closes after one reply: the next request finds that out
-        resp = await http.request("POST", url + "/x", {}, b'{"a":1}')
+        resp = await http.request("POST", url + "/x", [], b'{"a":1}')
         assert await resp.read() == b"until the end"
         resp.close()
         await http.close()
@@ -121,7 +121,7 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_replaced() -> Non
     async with server as url:
         http = client()
         for _ in range(2):
-            resp = await http.request("GET", url + "/v1/models", {})
+            resp = await http.request("GET", url + "/v1/models", [])
             assert await resp.read() == b"ok"
             resp.close()
         await http.close()
@@ -148,15 +148,15 @@ async def test_silence_and_resets_fail_the_response() -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         with pytest.raises(TimeoutError):
-            await http.request("POST", url, {}, b"")
+            await http.request("POST", url, [], b"")
         assert 0.25 < loop.time() - start < 2
-        resp = await http.request("POST", url, {}, b"")
+        resp = await http.request("POST", url, [], b"")
         got: list[bytes] = []
         with pytest.raises(TimeoutError):
             await resp.attach(got.append)
         assert got == [b"event: a\n\n"]
         resp.close()
-        resp = await http.request("POST", url, {}, b"")
+        resp = await http.request("POST", url, [], b"")
         got.clear()
         with pytest.raises(OSError, match="closed"):
             await resp.attach(got.append)
@@ -177,15 +177,15 @@ async def test_malformed_replies_refused_connections_and_header_injection() -> N
     server = Server(handler)
     async with server as url:
         http = client()
-        resp = await http.request("POST", url, {}, b"")
+        resp = await http.request("POST", url, [], b"")
         with pytest.raises(OSError, match="malformed"):
             await resp.read()
         resp.close()
         with pytest.raises(ValueError, match="line break"):
-            await http.request("POST", url, {"x-a": "1\r\nx-api-key: stolen"}, b"")
+            await http.request("POST", url, [(b"x-a", b"1\r\nx-api-key: stolen")], b"")
         await http.close()
     with pytest.raises(OSError):
-        await client().request("GET", url, {})  # the server is gone
+        await client().request("GET", url, [])  # the server is gone
 
 
 async def test_a_failing_sink_and_a_paused_reader() -> None:
@@ -204,7 +204,7 @@ async def test_a_failing_sink_and_a_paused_reader() -> None:
     server = Server(handler)
     async with server as url:
         http = client()
-        resp = await http.request("POST", url, {}, b"")
+        resp = await http.request("POST", url, [], b"")
         got: list[bytes] = []
 
         def pausing_sink(data: bytes) -> None:
@@ -222,7 +222,7 @@ async def test_a_failing_sink_and_a_paused_reader() -> None:
         assert b"".join(got) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
         resp.close()
 
-        resp = await http.request("POST", url, {}, b"")
+        resp = await http.request("POST", url, [], b"")
 
         def failing_sink(_: bytes) -> None:
             raise RuntimeError("sink broke")
@@ -248,12 +248,12 @@ async def test_tls_and_an_informational_reply() -> None:
 
     async with Server(handler, server_context) as url:
         http = HttpClient(connect_timeout=2, idle_timeout=5, ssl_context=client_context)
-        resp = await http.request("GET", url + "/v1/models", {})
+        resp = await http.request("GET", url + "/v1/models", [])
         assert (resp.status, await resp.read()) == (200, b"secure")
         resp.close()
         await http.close()
         with pytest.raises(ssl.SSLError):  # the system trust store does not know this CA
-            await client().request("GET", url + "/v1/models", {})
+            await client().request("GET", url + "/v1/models", [])
 
 
 async def test_names_are_resolved_once_and_every_address_is_tried(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,8 +273,8 @@ async def test_names_are_resolved_once_and_every_address_is_tried(monkeypatch: p
 
         monkeypatch.setattr(loop, "getaddrinfo", counting)
         http = client()
-        first = await http.request("POST", url, {}, b"")
-        second = await http.request("POST", url, {}, b"")  # the first is still in flight: a new one
+        first = await http.request("POST", url, [], b"")
+        second = await http.request("POST", url, [], b"")  # the first is still in flight: a new one
         for resp in (first, second):
             await resp.read()
             resp.close()
