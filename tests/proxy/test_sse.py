@@ -88,3 +88,17 @@ def test_observer_counts_a_cut_stream_as_a_lower_bound() -> None:
     obs.feed(ANTHROPIC[:cut])
     assert obs.final_usage().output_tokens == 2
     assert not obs.completed
+
+
+def test_observer_counts_a_read_that_ends_inside_a_delta_as_part_of_it() -> None:
+    """A delta with a line after its data, read up to one byte into that line: one event, not two.
+
+    The byte after the data line is the start of a field (``xdata``, unknown, ignored) whose
+    rest would read as a ``data`` line of an event of its own.
+    """
+    event = b"event: content_block_delta\ndata: a\nxdata: b\n\n"
+    cut = event.index(b"\nxdata") + 2
+    obs = StreamObserver()
+    obs.feed(event[:cut])
+    obs.feed(event[cut:])
+    assert (obs.deltas, obs.events) == (1, 1)
