@@ -146,7 +146,7 @@ class AgentLoop:
                 "/v1/messages",
                 headers=self.headers,
                 body=json.dumps(body).encode(),
-                trace_context=record.span_context(),
+                trace_headers=record.trace_headers(),
             )
         except GatewayError as exc:
             await record.finish(outcome_for_error(exc.type), exc.type)

@@ -118,7 +118,7 @@ async def open_messages(
             headers=headers,
             body=body,
             query=scope.get("query_string", b"").decode("latin-1"),
-            trace_context=record.span_context(),
+            trace_headers=record.trace_headers(),
         )
     except GatewayError as exc:
         await admission.release()

@@ -18,8 +18,6 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from opentelemetry.propagate import inject
-
 from gateway.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -128,12 +126,12 @@ class Upstream:
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes | None = None,
         query: str = "",
-        trace_context: object | None = None,
+        trace_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> Response:
         """Send a request, retrying what may be retried; return a 2xx response, unread.
 
-        ``headers`` are the client's that may pass (``forward_headers``); the gateway's key,
-        ``accept-encoding: identity`` and the trace context are added here. The caller owns the
+        ``headers`` are the client's that may pass (``forward_headers``), ``trace_headers`` the
+        stream span's; the gateway's key and ``accept-encoding: identity`` are added here. The caller owns the
         response and must ``close()`` it (the relay does, in ``finally``).
 
         Raises:
@@ -142,11 +140,7 @@ class Upstream:
             UpstreamTimeout: The connection or the first bytes took too long.
         """
         url = f"{self._base}{path}" + (f"?{query}" if query else "")
-        out = [*headers, (b"x-api-key", self._key), (b"accept-encoding", b"identity")]
-        if trace_context is not None:
-            carrier: dict[str, str] = {}
-            inject(carrier, context=trace_context)  # type: ignore[arg-type]
-            out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in carrier.items()]
+        out = [*headers, *trace_headers, (b"x-api-key", self._key), (b"accept-encoding", b"identity")]
         deadline = time.monotonic() + self._settings.upstream_retry_max_wait
         attempt = 0
         while True:

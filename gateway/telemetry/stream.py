@@ -26,13 +26,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.proxy.observer import StreamObserver
 from gateway.telemetry.logs import get_logger, stream_line_writer
 from gateway.telemetry.metrics import observe
 from gateway.telemetry.models import normalize_model
+from gateway.telemetry.tracing import trace_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -180,9 +180,9 @@ class StreamRecord:
         self.agent_turn = False
         self._epoch_offset = time.time_ns() - int(time.perf_counter() * 1e9)
 
-    def span_context(self) -> Any:  # noqa: ANN401 - an OTel Context
-        """The context to propagate upstream (``traceparent``), or None."""
-        return trace.set_span_in_context(self.span) if self.span is not None else None
+    def trace_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers that carry the span upstream (``traceparent``…); none without a span."""
+        return [] if self.span is None else trace_headers(self.span)
 
     @property
     def ttft(self) -> float | None:

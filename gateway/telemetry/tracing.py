@@ -7,23 +7,31 @@ and only when one of them names an endpoint. Spans leave through a ``BatchSpanPr
 queue drops on overflow: an unreachable or slow collector never blocks a stream.
 
 ``RecentTraces`` keeps the spans of the last N traces in memory for the frontend's waterfall,
-so a developer without Jaeger still sees TTFT, tool phases and tokens.
+so a developer without Jaeger still sees TTFT, tool phases and tokens. ``trace_headers`` gives
+the headers that carry a span to the upstream.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ("RecentTraces", "build_tracer_provider", "otlp_configured")
+__all__ = ("RecentTraces", "build_tracer_provider", "otlp_configured", "trace_headers")
+
+_DEFAULT_PROPAGATORS = [TraceContextTextMapPropagator, W3CBaggagePropagator]
 
 
 def otlp_configured(environ: Mapping[str, str]) -> bool:
@@ -138,3 +146,32 @@ def _trace_dict(trace_id: int, spans: list[ReadableSpan], stream: ReadableSpan) 
             for s in sorted(spans, key=lambda s: s.start_time or 0)
         ],
     }
+
+
+def trace_headers(span: trace.Span) -> list[tuple[bytes, bytes]]:
+    """The headers the global propagator would write to carry ``span`` to the next service.
+
+    With OpenTelemetry's default propagators (W3C trace context and baggage) and no baggage in
+    the current context, ``traceparent`` and ``tracestate`` are written here: ``inject`` makes a
+    context, walks both propagators and looks the span up again, ten times the work. Any other
+    propagator, or baggage to pass on, goes through ``inject``.
+    """
+    textmap = propagate.get_global_textmap()
+    if _is_default(textmap) and not baggage.get_all():
+        ctx = span.get_span_context()
+        if not ctx.is_valid:
+            return []
+        out = [(b"traceparent", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags))]
+        if ctx.trace_state:
+            out.append((b"tracestate", ctx.trace_state.to_header().encode("latin-1")))
+        return out
+    carrier: dict[str, str] = {}
+    textmap.inject(carrier, context=trace.set_span_in_context(span))
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in carrier.items()]
+
+
+@functools.lru_cache(maxsize=8)
+def _is_default(textmap: object) -> bool:
+    # The composite keeps its propagators private; read defensively, any doubt means `inject`.
+    inner = getattr(textmap, "_propagators", None)
+    return type(textmap) is CompositePropagator and [type(p) for p in inner or ()] == _DEFAULT_PROPAGATORS

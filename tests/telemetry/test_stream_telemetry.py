@@ -72,6 +72,10 @@ def test_plain_stream(gw: InProcessGateway) -> None:
     assert attrs["gen_ai.response.time_to_first_chunk"] > 0
     assert [e.name for e in chat.events] == ["gen_ai.first_token"]
     assert chat.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736  # continued from traceparent
+    sim = gw.app.state.gateway.upstream.base_url  # the upstream was told the chat span's context
+    recent = httpx.get(f"{sim}/_simulator/stats", timeout=5).json()["recent"]
+    (seen,) = [e for e in recent if e["request_id"] == attrs["gen_ai.response.request_id"]]
+    assert seen["headers"]["traceparent"] == f"00-{chat.context.trace_id:032x}-{chat.context.span_id:016x}-01"
     assert chat.parent is not None
     deadline = time.monotonic() + 5  # the server span ends with the response's last message
     while chat.parent.span_id not in {s.context.span_id for s in gw.exporter.get_finished_spans()
