@@ -38,6 +38,7 @@ from gateway.proxy.client import HttpClient
 from gateway.proxy.fast_path import MessagesFastPath
 from gateway.proxy.relay import RelayHub
 from gateway.proxy.routes import proxy_routes
+from gateway.proxy.server_write import head_sender
 from gateway.proxy.upstream import Upstream
 from gateway.security.auth import KeyAuthenticator
 from gateway.security.limits import create_limiter
@@ -68,8 +69,10 @@ class GatewayApp(Litestar):
     the server-span middleware, and each wrapper inspects every message. That matters for
     the first message (status) and the last (end of the server span) only. The relays write
     those through the wrapped ``send`` and each body chunk through ``scope[RAW_SEND]``, so a
-    5,000-event stream costs the wrappers two calls, not 5,000. ``POST /v1/messages`` goes to
-    the fast path first, which hands Litestar whatever it does not serve whole.
+    5,000-event stream costs the wrappers two calls, not 5,000. Under them, a chunked response
+    head is written straight to uvicorn's transport (``server_write.head_sender``). ``POST
+    /v1/messages`` goes to the fast path first, which hands Litestar whatever it does not serve
+    whole.
     """
 
     fast_path: MessagesFastPath | None = None
@@ -83,6 +86,7 @@ class GatewayApp(Litestar):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
         """Keep the raw ``send``, then run the app (or its fast path)."""
         scope[RAW_SEND] = send
+        send = head_sender(send)
         fast = self.fast_path
         if fast is not None and scope["type"] == "http" and scope["path"] == ROUTE_MESSAGES and (
             scope["method"] == "POST"

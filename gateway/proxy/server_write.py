@@ -17,6 +17,7 @@ holds the bytes to uvicorn's own.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,19 +25,106 @@ if TYPE_CHECKING:
 
     from litestar.types import Scope, Send
 
-__all__ = ("chunk_writer",)
+__all__ = ("chunk_writer", "head_sender")
 
 
-def _cycle_class() -> type | None:
+def _uvicorn() -> tuple[type | None, tuple[dict[int, bytes], bytes, bytes] | None]:
     try:
         module = importlib.import_module("uvicorn.protocols.http.httptools_impl")
-    except ImportError:  # no httptools, or a uvicorn that moved it: every chunk goes through send
-        return None
+    except ImportError:  # no httptools, or a uvicorn that moved it: every message goes through send
+        return None, None
     found = getattr(module, "RequestResponseCycle", None)
-    return found if isinstance(found, type) else None
+    cycle = found if isinstance(found, type) else None
+    # The status lines and the two header checks uvicorn's send uses, so that both stay its own.
+    names = ("STATUS_LINE", "HEADER_RE", "HEADER_VALUE_RE")
+    lines, name_re, value_re = (getattr(module, name, None) for name in names)
+    if not (isinstance(lines, dict) and _byte_class(name_re) and _byte_class(value_re)):
+        return cycle, None
+    return cycle, (lines, _allowed(name_re), _allowed(value_re))  # type: ignore[arg-type]
 
 
-_CYCLE = _cycle_class()  # looked up once: an import statement per stream cost more than the check
+def _byte_class(pattern: object) -> bool:
+    """Whether ``pattern`` is one bracketed byte class, which matches a string iff it matches a byte."""
+    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, bytes):
+        return False
+    source = pattern.pattern
+    return source.startswith(b"[") and source.endswith(b"]") and not pattern.flags & ~re.ASCII
+
+
+def _allowed(pattern: re.Pattern[bytes]) -> bytes:
+    """The bytes a one-byte-class pattern does not match: what ``translate`` deletes to check."""
+    return bytes(b for b in range(256) if not pattern.search(bytes((b,))))
+
+
+# Looked up once: an import statement per stream cost more than the check.
+_CYCLE, _HEAD = _uvicorn()
+#: Headers that change uvicorn's framing or connection handling: such a head goes through send.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def head_sender(send: Send) -> Send:
+    """``send``, except that a chunked response head is written straight to uvicorn's transport.
+
+    uvicorn's ``send`` checks each header of a response head with two regular expressions and
+    lower-cases its name, one by one: a relayed stream has about twenty (Anthropic's rate-limit
+    headers among them), and the two searches cost about 40 instructions a byte. This writes the
+    same bytes after the same two checks, each made once over all names and all values with
+    ``bytes.translate`` (the bytes uvicorn's patterns allow deleted, so what is left is what they
+    refuse), and sets the response state uvicorn's ``send`` sets. Every other
+    message, and any head it cannot write as uvicorn would (a refused header, a ``content-length``,
+    ``transfer-encoding`` or ``connection`` header, HEAD, 204 or 304, the access log on, a full or
+    gone client), goes to ``send``.
+
+    Args:
+        send: The server's own ``send``.
+    """
+    cycle: Any = getattr(send, "__self__", None)
+    if _CYCLE is None or _HEAD is None or not isinstance(cycle, _CYCLE):
+        return send
+
+    async def head_send(message: Any) -> None:  # noqa: ANN401 - an ASGI message
+        if message["type"] != "http.response.start" or not _write_head(cycle, message):
+            await send(message)
+
+    return head_send
+
+
+def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's cycle, an ASGI message
+    try:
+        if (
+            cycle.response_started
+            or cycle.disconnected
+            or cycle.flow.write_paused
+            or cycle.access_log
+            or cycle.scope["method"] == "HEAD"
+        ):
+            return False
+        status = message["status"]
+        headers = cycle.default_headers + list(message.get("headers", ()))
+    except (AttributeError, KeyError):  # another uvicorn's internals
+        return False
+    status_lines, name_ok, value_ok = _HEAD  # type: ignore[misc]
+    line = status_lines.get(status)
+    if line is None or status in (204, 304) or not headers:
+        return False
+    name_list, value_list = zip(*headers, strict=True)  # in C, as the rest: no loop per header here
+    names = b"".join(name_list)
+    if (
+        names.translate(None, name_ok)  # a byte uvicorn's name pattern refuses
+        or b"".join(value_list).translate(None, value_ok)
+        or names != names.lower()
+        or not _FRAMING.isdisjoint(name_list)
+    ):
+        return False
+    tail = b"\r\ntransfer-encoding: chunked\r\n\r\n" if cycle.keep_alive else _CLOSE_TAIL
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = True
+    cycle.transport.write(line + b"\r\n".join(map(b": ".join, headers)) + tail)
+    return True
+
+
+_CLOSE_TAIL = b"\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
 def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:

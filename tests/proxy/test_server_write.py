@@ -36,6 +36,9 @@ class Transport(asyncio.Transport):
     def is_closing(self) -> bool:
         return False
 
+    def close(self) -> None:
+        self.written += b"<closed>"
+
 
 def cycle(method: str = "POST") -> tuple[RequestResponseCycle, Transport]:
     transport = Transport()
@@ -108,8 +111,119 @@ async def test_a_uvicorn_without_the_class_gets_none(monkeypatch: pytest.MonkeyP
     assert chunk_writer(c.scope, c.send) is None  # type: ignore[arg-type]
 
 
+RELAYED = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+           *[(b"anthropic-ratelimit-requests-%d" % i, b"4000") for i in range(12)], (b"x-request-id", b"r1")]
+
+
+def counting_send(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make uvicorn's ``send`` record the type of each message it is given."""
+    seen: list[str] = []
+    original = RequestResponseCycle.send
+
+    async def send(self: RequestResponseCycle, message: Any) -> None:
+        relayed = (b"x-accel-buffering", b"no") in message.get("headers", ())  # a relay's head
+        seen.append(message["type"] + (" (relay)" if relayed else ""))
+        await original(self, message)
+
+    monkeypatch.setattr(RequestResponseCycle, "send", send)
+    return seen
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+async def test_a_head_written_directly_is_the_head_uvicorn_writes(
+    monkeypatch: pytest.MonkeyPatch, keep_alive: bool
+) -> None:
+    """A relay's head (its defaults, ~15 headers, keep-alive or not): uvicorn's bytes and state."""
+    seen = counting_send(monkeypatch)
+    runs = []
+    for direct in (False, True):
+        c, transport = cycle()
+        c.keep_alive = keep_alive
+        c.default_headers = [(b"date", b"Wed, 02 Dec 2026 16:00:00 GMT"), (b"server", b"uvicorn")]
+        send = server_write.head_sender(c.send) if direct else c.send  # type: ignore[arg-type]
+        await send({"type": "http.response.start", "status": 200, "headers": RELAYED})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        state = (c.response_started, c.response_complete, c.chunked_encoding, c.keep_alive,
+                 c.waiting_for_100_continue)
+        runs.append((bytes(transport.written), state))
+    assert runs[1] == runs[0]
+    assert runs[1][0].startswith(b"HTTP/1.1 200 OK\r\ndate: ")
+    # uvicorn's own send wrote the first run's head, not the second's; both runs' bodies.
+    assert seen == ["http.response.start", *["http.response.body"] * 4]
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "headers"),
+    [
+        ("POST", 200, [(b"content-length", b"1")]),  # a sized body: uvicorn counts it
+        ("POST", 200, [(b"connection", b"close")]),  # uvicorn closes after it
+        ("POST", 200, [(b"X-Upper", b"a")]),  # uvicorn lower-cases it
+        ("POST", 204, []),  # no body, no chunking
+        ("HEAD", 200, []),
+    ],
+)
+async def test_other_heads_are_left_to_send(
+    monkeypatch: pytest.MonkeyPatch, method: str, status: int, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Heads that uvicorn frames otherwise go through its own ``send``: same bytes, same state."""
+    seen = counting_send(monkeypatch)
+    runs = []
+    for direct in (False, True):
+        c, transport = cycle(method)
+        send = server_write.head_sender(c.send) if direct else c.send  # type: ignore[arg-type]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        runs.append((bytes(transport.written), c.chunked_encoding, c.keep_alive))
+    assert runs[1] == runs[0]
+    assert seen == ["http.response.start"] * 2
+
+
+async def test_a_refused_header_is_refused_as_uvicorn_refuses_it() -> None:
+    """A value uvicorn would refuse is left to uvicorn, which raises; nothing is written."""
+    c, transport = cycle()
+    send = server_write.head_sender(c.send)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"a\nb")]})
+    assert not transport.written
+
+
+async def _outcome(direct: bool, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, str]:
+    c, transport = cycle()
+    send = server_write.head_sender(c.send) if direct else c.send  # type: ignore[arg-type]
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+    except RuntimeError as exc:
+        return bytes(transport.written), str(exc)
+    return bytes(transport.written), ""
+
+
+@pytest.mark.parametrize("where", ["name", "value"])
+async def test_every_byte_is_refused_or_written_as_uvicorn_does(where: str) -> None:
+    """Each of the 256 byte values in a name or a value: the same bytes written, or the same refusal."""
+    refused = 0
+    for byte in range(256):
+        odd = b"a" + bytes((byte,)) + b"z"
+        headers = [(odd, b"v")] if where == "name" else [(b"x-a", odd)]
+        theirs, ours = await _outcome(False, headers), await _outcome(True, headers)
+        assert ours == theirs, byte
+        refused += bool(theirs[1])
+    assert refused == (49 if where == "name" else 32)  # uvicorn's two byte classes
+
+
+async def test_other_servers_keep_their_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not uvicorn's httptools cycle, or uvicorn's pieces not found: the send itself, unchanged."""
+
+    async def plain_send(message: Any) -> None:
+        pass
+
+    assert server_write.head_sender(plain_send) is plain_send
+    c, _ = cycle()
+    monkeypatch.setattr(server_write, "_HEAD", None)
+    assert server_write.head_sender(c.send) == c.send  # type: ignore[arg-type]
+
+
 def test_the_relay_writes_directly_under_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Served by uvicorn (httptools), the relay gets a writer: the server's own send reaches it."""
+    """Served by uvicorn (httptools), the relay gets a writer and its head is written directly."""
     made: list[Callable[[bytes], bool] | None] = []
 
     def spy(scope: Any, send: Any) -> Callable[[bytes], bool] | None:
@@ -117,7 +231,9 @@ def test_the_relay_writes_directly_under_uvicorn(monkeypatch: pytest.MonkeyPatch
         return made[-1]
 
     monkeypatch.setattr(relay_module, "chunk_writer", spy)
+    seen = counting_send(monkeypatch)
     with serve_in_thread() as gateway:
+        before = len(seen)
         body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
                 "messages": [{"role": "user", "content": "hi"}]}
         with httpx.stream("POST", f"{gateway.url}/v1/messages", json=body, timeout=30,
@@ -128,3 +244,6 @@ def test_the_relay_writes_directly_under_uvicorn(monkeypatch: pytest.MonkeyPatch
     assert raw.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
     assert len(made) == 1
     assert made[0] is not None
+    # The embedded simulator's heads go through its uvicorn's send; the relay's did not.
+    assert "http.response.start (relay)" not in seen[before:]
+    assert "http.response.start" in seen[before:]
