@@ -108,11 +108,15 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # One line per stream is the access log; uvicorn's per-request line would double it.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # One line per stream is the access log; uvicorn's per-request line would double it. With
+    # no handler to reach (not even the root's), uvicorn's protocol skips the access log's work
+    # per request, and the relay's head can be written without uvicorn's send (server_write).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
 
 
 def get_logger(name: str) -> Any:  # noqa: ANN401 - structlog's lazy proxy

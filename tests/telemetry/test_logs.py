@@ -116,3 +116,10 @@ def test_the_stream_line_follows_the_level_the_console_and_capture(configure: Ca
     assert err.getvalue() == ""
     write("stream.completed", stream_fields())
     assert json.loads(err.getvalue())["event"] == "stream.completed"
+
+
+def test_uvicorns_access_log_is_off(configure: Callable[..., io.StringIO]) -> None:
+    """No handler reaches uvicorn's access logger: its protocol then skips the per-request line's work."""
+    configure(log_format="json")
+    assert not logging.getLogger("uvicorn.access").hasHandlers()
+    assert logging.getLogger("uvicorn.error").hasHandlers()
