@@ -56,7 +56,7 @@ class MessagesFastPath:
         received = time.perf_counter()
         state: GatewayState = self.app.state.gateway
         headers = scope["headers"]
-        key = None if any(k == b"origin" for k, _ in headers) else state.auth.authenticate(headers)
+        key = None if b"origin" in dict(headers) else state.auth.authenticate(headers)
         if key is None or not key.ok:
             await fallback(scope, receive, send)
             return

@@ -120,10 +120,16 @@ def _header(headers: Headers, name: str) -> str | None:
 
 
 def _presented_key(headers: Headers) -> str:
-    key = _header(headers, "x-api-key")
+    if isinstance(headers, list):  # raw ASGI pairs (lower-case names): indexed in C, first value kept
+        index = dict(reversed(headers))
+        key, auth = index.get(b"x-api-key"), index.get(b"authorization")
+        return _bearer_or_key(key and key.decode("latin-1"), auth and auth.decode("latin-1"))
+    return _bearer_or_key(_header(headers, "x-api-key"), _header(headers, "authorization"))
+
+
+def _bearer_or_key(key: str | None, auth: str | None) -> str:
     if key and key.strip():
         return key.strip()
-    auth = _header(headers, "authorization")
     if auth:
         scheme, _, credential = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and credential.strip():

@@ -15,6 +15,7 @@ def scope(*headers: tuple[bytes, bytes]) -> Any:
 def test_a_request_id_is_the_clients_or_a_new_one() -> None:
     """A printable id of up to 128 characters is kept; otherwise 32 new hex digits, kept for the request."""
     assert request_id(scope((b"x-request-id", b"abc-123"))) == "abc-123"
+    assert request_id(scope((b"x-request-id", b"first"), (b"x-request-id", b"second"))) == "first"
     fresh = [scope(), scope((b"x-request-id", b"a\x01b")), scope((b"x-request-id", b"x" * 129))]
     ids = [request_id(s) for s in fresh]
     assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids)

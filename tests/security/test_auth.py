@@ -50,6 +50,15 @@ def test_raw_asgi_headers_accepted() -> None:
     assert result.ok
 
 
+def test_raw_asgi_headers_bearer_and_the_first_of_repeats() -> None:
+    """Raw pairs: a Bearer credential, and of a repeated header the first value, as from a mapping."""
+    bearer = make().authenticate([(b"authorization", f"Bearer {KEY}".encode())])
+    assert bearer.ok
+    assert make().authenticate([(b"x-api-key", KEY.encode()), (b"x-api-key", b"wrong")]) == bearer
+    assert not make().authenticate([(b"x-api-key", b"wrong"), (b"x-api-key", KEY.encode())]).ok
+    assert make().authenticate([(b"content-type", b"application/json")]).reason == "missing"
+
+
 def test_wrong_key_of_equal_length_fails() -> None:
     wrong = KEY[:-1] + ("X" if KEY[-1] != "X" else "Y")
     assert len(wrong) == len(KEY)
