@@ -14,8 +14,10 @@ tree here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from gateway.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
@@ -64,12 +66,24 @@ def forward_headers(
 
 
 def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers a client must get back (``raw``: names lower-cased, as ASGI's)."""
-    return [
-        (name, value)
-        for name, value in raw
+    """The upstream's headers a client must get back (``raw``: names lower-cased, as ASGI's).
+
+    An upstream answers with the same header names, in the same order, response after
+    response: which positions to keep is worked out once per list of names and remembered.
+    """
+    return [raw[i] for i in _kept(tuple(map(_NAME, raw)))]
+
+
+_NAME = itemgetter(0)
+
+
+@functools.lru_cache(maxsize=64)
+def _kept(names: tuple[bytes, ...]) -> tuple[int, ...]:
+    return tuple(
+        i
+        for i, name in enumerate(names)
         if name in _RESPONSE_RAW or name.startswith((b"anthropic-ratelimit-", b"anthropic-priority-"))
-    ]
+    )
 
 
 def _retry_after(resp: Response) -> float | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.proxy.upstream import forward_headers
+from gateway.proxy.upstream import forward_headers, response_headers
 
 RAW = [
     (b"host", b"gw.example"),
@@ -34,3 +34,17 @@ def test_the_gateways_request_id_replaces_the_clients() -> None:
 def test_the_clients_version_is_kept() -> None:
     out = forward_headers([(b"anthropic-version", b"2024-01-01")], simulator=False)
     assert out == [(b"anthropic-version", b"2024-01-01")]
+
+
+def test_response_headers_kept_in_order_with_each_responses_values() -> None:
+    """The client gets the request id, retry hints and rate-limit headers, in order, with this reply's values."""
+    raw = [
+        (b"date", b"d"), (b"request-id", b"req_1"), (b"content-type", b"text/event-stream"),
+        (b"anthropic-ratelimit-requests-remaining", b"9"), (b"x-envoy", b"e"), (b"retry-after", b"3"),
+    ]
+    kept = [(b"request-id", b"req_1"), (b"anthropic-ratelimit-requests-remaining", b"9"), (b"retry-after", b"3")]
+    assert response_headers(raw) == kept
+    again = [(name, value + b"!") for name, value in raw]  # same names: the remembered positions serve
+    assert response_headers(again) == [(name, value + b"!") for name, value in kept]
+    assert response_headers(raw[:3]) == kept[:1]  # other names: worked out again
+    assert response_headers([]) == []
