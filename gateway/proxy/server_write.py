@@ -1,4 +1,4 @@
-"""Body chunks written straight to the client's transport, when the server is uvicorn's httptools.
+"""Response heads and body chunks written straight to the client's transport, under uvicorn's httptools.
 
 Why: an ASGI ``send`` of one body chunk builds a message dict and a coroutine, and uvicorn's
 ``send`` re-checks its response state before it writes the chunk with its HTTP/1.1 framing. A paced
@@ -6,7 +6,8 @@ stream does that once per event, and each is a wake-up of its own, so that machi
 large share of what relaying an event costs. ``chunk_writer`` does the same write with the same
 bytes, and leaves every other case to ``send``: the client's socket is full (uvicorn waits for
 it to drain), the client is gone (uvicorn drops the chunk), or the server is another one (h11,
-another ASGI server, a test client), for which it returns None.
+another ASGI server, a test client), for which it returns None. ``head_sender`` does the
+same for a chunked response head, whose ~25 headers uvicorn's ``send`` checks one by one.
 
 It reads uvicorn's ``RequestResponseCycle`` (``transport``, ``flow.write_paused``,
 ``disconnected``, ``chunked_encoding``): a uvicorn that moves the class or renames them gets
@@ -70,10 +71,10 @@ def head_sender(send: Send) -> Send:
     headers among them), and the two searches cost about 40 instructions a byte. This writes the
     same bytes after the same two checks, each made once over all names and all values with
     ``bytes.translate`` (the bytes uvicorn's patterns allow deleted, so what is left is what they
-    refuse), and sets the response state uvicorn's ``send`` sets. Every other
-    message, and any head it cannot write as uvicorn would (a refused header, a ``content-length``,
-    ``transfer-encoding`` or ``connection`` header, HEAD, 204 or 304, the access log on, a full or
-    gone client), goes to ``send``.
+    refuse), and sets the response state uvicorn's ``send`` sets. Every other message, and any
+    head it cannot write as uvicorn would (a refused header, a ``content-length``,
+    ``transfer-encoding`` or ``connection`` header, HEAD, 204 or 304, the access log on, a full
+    or gone client), goes to ``send``.
 
     Args:
         send: The server's own ``send``.
