@@ -197,7 +197,7 @@ class AgentLoop:
         blocks: dict[int, dict[str, Any]] = {}
         partial_json: dict[int, list[str]] = {}
         stop_reason: str | None = None
-        async for chunk in resp.chunks():
+        while chunk := await resp.next_chunk():
             record.observer.feed(chunk)
             for ev in decoder.feed(chunk):
                 if ev.event == "ping":

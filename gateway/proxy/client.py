@@ -4,7 +4,7 @@ Why not aiohttp or httpx: the relay's cost per event is the client's cost per ch
 reader hands each chunk to a waiting task, so every event costs a future, a task switch and a
 timer reset before the relay sees it. Here the parser's ``on_body`` callback runs inside
 ``data_received`` and hands the chunk straight to a sink (the relay writes it to the client in
-the same call), so an event costs one parse and one write. ``read()`` and ``chunks()`` buffer for
+the same call), so an event costs one parse and one write. ``read()`` and ``next_chunk()`` buffer for
 callers that want a plain await (non-streaming replies, the agent loop).
 
 The idle timeout (nothing received for ``idle_timeout`` seconds while a response is awaited or

@@ -2,7 +2,7 @@
 
 The parser's callbacks run inside ``data_received``: a response read through ``attach`` hands
 each body chunk to its sink in that same call, with no task switch between the socket and the
-sink. ``chunks()``/``read()`` buffer instead, for callers that want a plain await.
+sink. ``next_chunk()``/``read()`` buffer instead, for callers that want a plain await.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from gateway.proxy.client import HttpClient
 
@@ -62,18 +62,16 @@ class Response:
         """
         return self._conn.attach(sink)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the body as it arrives."""
-        conn = self._conn
-        while True:
-            chunk = await conn.next_chunk()
-            if not chunk:
-                return
-            yield chunk
+    async def next_chunk(self) -> bytes:
+        """The body received since the last call, once there is some; ``b""`` at the end."""
+        return await self._conn.next_chunk()
 
     async def read(self) -> bytes:
         """The whole body."""
-        return b"".join([chunk async for chunk in self.chunks()])
+        parts = []
+        while chunk := await self._conn.next_chunk():
+            parts.append(chunk)
+        return b"".join(parts)
 
     def pause_reading(self) -> None:
         """Stop reading from the upstream socket (the client is not keeping up)."""
@@ -105,7 +103,7 @@ class Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._sink: Callable[[bytes], None] | None = None
         self._done: asyncio.Future[None] | None = None
-        self._buffer: list[bytes] = []  # body not yet handed on: no sink yet, or chunks()
+        self._buffer: list[bytes] = []  # body not yet handed on: no sink yet, or next_chunk()
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._in_flight = self._complete = self._keep_alive = self._framed = False

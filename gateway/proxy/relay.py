@@ -35,16 +35,15 @@ from gateway.telemetry.logs import get_logger
 from gateway.telemetry.stream import outcome_for_error
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Generator
+    from collections.abc import Awaitable, Callable, Generator
 
     from litestar.types import Receive, Scope, Send
 
-    from gateway.proxy.connection import Response
     from gateway.settings import Settings
     from gateway.telemetry.metrics import GatewayMetrics
     from gateway.telemetry.stream import StreamRecord
 
-__all__ = ("KEEPALIVE", "Abortable", "RelayHub", "StreamRelay", "receive_disconnect", "send_now")
+__all__ = ("KEEPALIVE", "Abortable", "Body", "RelayHub", "StreamRelay", "receive_disconnect", "send_now")
 
 log = get_logger("gateway.relay")
 
@@ -54,6 +53,24 @@ _BASE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+class Body(Protocol):
+    """What the relay reads: an upstream ``Response`` (``connection.py``), or a test's script."""
+
+    raw_headers: list[tuple[bytes, bytes]]
+
+    def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+        """Deliver the body to ``sink``; the future completes when it ended."""
+
+    def pause_reading(self) -> None:
+        """Stop reading (the client is behind)."""
+
+    def resume_reading(self) -> None:
+        """Read again."""
+
+    def close(self) -> None:
+        """Done with the body."""
 
 
 class Abortable(Protocol):
@@ -131,7 +148,7 @@ class StreamRelay:
 
     def __init__(
         self,
-        resp: Response,
+        resp: Body,
         record: StreamRecord,
         hub: RelayHub,
         extra_headers: list[tuple[bytes, bytes]],

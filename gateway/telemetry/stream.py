@@ -30,18 +30,20 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.proxy.observer import StreamObserver
 from gateway.telemetry.logs import get_logger, stream_line_writer
-from gateway.telemetry.metrics import observe
+from gateway.telemetry.metrics import GatewayMetrics, observe
 from gateway.telemetry.models import normalize_model
+from gateway.telemetry.pricing import PriceTable
+from gateway.telemetry.tool_latency import ToolCorrelation
 from gateway.telemetry.tracing import trace_headers
 
+# GatewayMetrics, PriceTable and ToolCorrelation are imported at run time although only
+# annotations name them: compiled (setup.py), the dataclasses below look their field types up
+# when the module loads.
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from opentelemetry.trace import Span, Tracer
 
-    from gateway.telemetry.metrics import GatewayMetrics
-    from gateway.telemetry.pricing import PriceTable
-    from gateway.telemetry.tool_latency import ToolCorrelation
 
 __all__ = ("FLUSH_SECONDS", "StreamRecord", "Telemetry")
 

@@ -68,7 +68,7 @@ def relay_for(resp: FakeResponse, **settings: Any) -> tuple[StreamRelay, Gateway
                           create_tool_correlation(s))
     hub = RelayHub(s, metrics)
     record = telemetry.begin("/v1/messages", "x", stream=True, max_tokens=8, received=0.0)
-    return StreamRelay(resp, record, hub, []), metrics, hub  # type: ignore[arg-type]
+    return StreamRelay(resp, record, hub, []), metrics, hub
 
 
 async def never_disconnects() -> dict[str, Any]:

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from gateway.proxy import relay as relay_module
 from gateway.proxy import server_write
 from gateway.proxy.server_write import chunk_writer
 from tests.support.inproc import serve_in_thread
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
 CHUNKS = [b"event: content_block_delta\ndata: {}\n\n", b"x", b"\xe2\x9c" * 300, b"", b"a\r\n0\r\n\r\n"]
@@ -223,17 +219,17 @@ async def test_other_servers_keep_their_send(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_the_relay_writes_directly_under_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Served by uvicorn (httptools), the relay gets a writer and its head is written directly."""
-    made: list[Callable[[bytes], bool] | None] = []
+    """Served by uvicorn (httptools), the relay's head and chunks skip ``send``; only its end takes it."""
+    seen: list[tuple[int, str, bool]] = []  # (server port, message type, more_body)
+    original = RequestResponseCycle.send
 
-    def spy(scope: Any, send: Any) -> Callable[[bytes], bool] | None:
-        made.append(chunk_writer(scope, send))
-        return made[-1]
+    async def send(self: RequestResponseCycle, message: Any) -> None:
+        seen.append((self.scope["server"][1], message["type"], bool(message.get("more_body"))))
+        await original(self, message)
 
-    monkeypatch.setattr(relay_module, "chunk_writer", spy)
-    seen = counting_send(monkeypatch)
+    monkeypatch.setattr(RequestResponseCycle, "send", send)
     with serve_in_thread() as gateway:
-        before = len(seen)
+        before = len(seen)  # the readiness probe's response goes through send
         body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
                 "messages": [{"role": "user", "content": "hi"}]}
         with httpx.stream("POST", f"{gateway.url}/v1/messages", json=body, timeout=30,
@@ -242,8 +238,9 @@ def test_the_relay_writes_directly_under_uvicorn(monkeypatch: pytest.MonkeyPatch
     assert resp.status_code == 200
     assert raw.count(b"event: content_block_delta") > 1
     assert raw.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
-    assert len(made) == 1
-    assert made[0] is not None
-    # The embedded simulator's heads go through its uvicorn's send; the relay's did not.
-    assert "http.response.start (relay)" not in seen[before:]
-    assert "http.response.start" in seen[before:]
+    port = httpx.URL(gateway.url).port
+    ours = {(kind, more) for server, kind, more in seen[before:] if server == port}
+    # The head and every chunk went to the transport; the end (and the probe's end) took send.
+    assert ours == {("http.response.body", False)}
+    # The embedded simulator's stream went through its uvicorn's send, chunk by chunk.
+    assert sum(1 for server, kind, more in seen if server != port and more) > 1

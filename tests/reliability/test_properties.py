@@ -22,6 +22,7 @@ from gateway.simulator.plan import build_plan
 from gateway.simulator.request import parse_messages_request
 from gateway.simulator.stream import render_events
 from tests.reliability.support import parse_sse, sse_event
+from tests.support.interpreted import interpreted
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -257,9 +258,10 @@ def test_each_event_its_own_chunk() -> None:
 
 def test_a_run_of_deltas_is_counted_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A chunk holding a block's deltas between other events counts them in one step, undecoded."""
+    observer = interpreted("gateway.proxy.observer").StreamObserver  # its methods can be patched
     counted: list[int] = []
     decoded: list[str] = []
-    count_deltas, event = StreamObserver._count_deltas, StreamObserver._event
+    count_deltas, event = observer._count_deltas, observer._event
 
     def spy_count(self: StreamObserver, n: int) -> None:
         counted.append(n)
@@ -269,10 +271,10 @@ def test_a_run_of_deltas_is_counted_at_once(monkeypatch: pytest.MonkeyPatch) -> 
         decoded.append(name)
         event(self, name, data)
 
-    monkeypatch.setattr(StreamObserver, "_count_deltas", spy_count)
-    monkeypatch.setattr(StreamObserver, "_event", spy_event)
+    monkeypatch.setattr(observer, "_count_deltas", spy_count)
+    monkeypatch.setattr(observer, "_event", spy_event)
     raw = STREAMS["text"]
-    obs = StreamObserver()
+    obs = observer()
     obs.feed(raw)
     assert counted == [_expected(raw)["deltas"]]
     assert "content_block_delta" not in decoded
