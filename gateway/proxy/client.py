@@ -8,9 +8,10 @@ the same call), so an event costs one parse and one write. ``read()`` and ``next
 callers that want a plain await (non-streaming replies, the agent loop).
 
 The idle timeout (nothing received for ``idle_timeout`` seconds while a response is awaited or
-read) is one timer per response that re-arms itself while bytes keep coming, not a timer reset
-per chunk. Errors: ``TimeoutError`` for that and for connecting, ``OSError`` (connection refused,
-reset, a malformed reply) for the rest; ``Upstream`` maps both to the gateway's tree.
+read) is one timer per response that ticks four times per timeout and counts the reads between
+ticks, not a timer reset nor a clock read per chunk; it fires up to a quarter late. Errors:
+``TimeoutError`` for that and for connecting, ``OSError`` (connection refused, reset, a malformed
+reply) for the rest; ``Upstream`` maps both to the gateway's tree.
 
 Connections: idle ones are kept per origin for ``_KEEPALIVE_EXPIRY`` seconds (one the server
 closed meanwhile is replaced on the spot, as nothing reached it); host names are resolved once

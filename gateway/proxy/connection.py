@@ -8,7 +8,7 @@ sink. ``next_chunk()``/``read()`` buffer instead, for callers that want a plain 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from gateway.proxy.client import HttpClient
 
 __all__ = ("Connection", "Response")
+
+_TICKS: Final = 4
 
 class Response:
     """One upstream response: status and headers now, the body through one of three readers.
@@ -99,6 +101,7 @@ class Connection(asyncio.Protocol):
         # The parser's body callback is the list's own append: a C call per read, no Python frame.
         self.on_body: Callable[[bytes], None] = self._parsed.append
         self._parser: httptools.HttpResponseParser | _Idle = _IDLE
+        self._feed_data: Callable[[bytes], None] = _IDLE.feed_data  # the parser's, looked up once
         self._head: asyncio.Future[Response] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._sink: Callable[[bytes], None] | None = None
@@ -109,7 +112,7 @@ class Connection(asyncio.Protocol):
         self._in_flight = self._complete = self._keep_alive = self._framed = False
         self._lost = self._paused = False
         self._idle_timeout = 0.0
-        self._last_read = 0.0
+        self._reads = self._seen_reads = self._idle_ticks = 0  # see _check_idle
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -121,14 +124,15 @@ class Connection(asyncio.Protocol):
     async def send(self, payload: bytes, idle_timeout: float) -> Response:
         """Write a request; return its response once the head is in."""
         assert self._transport is not None
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser = parser = httptools.HttpResponseParser(self)
+        self._feed_data = parser.feed_data
         self._headers, self._buffer, self._sink, self._done, self._error = [], [], None, None, None
         self._in_flight, self._complete, self.nothing_received = True, False, True
         head: asyncio.Future[Response] = self._loop.create_future()
         self._head = head
         self._idle_timeout = idle_timeout
-        self._last_read = self._loop.time()
-        self._timer = self._loop.call_later(idle_timeout, self._check_idle)
+        self._idle_ticks = 0
+        self._timer = self._loop.call_later(idle_timeout / _TICKS, self._check_idle)
         self._transport.write(payload)
         try:
             return await head
@@ -184,6 +188,7 @@ class Connection(asyncio.Protocol):
             return
         self._in_flight = False
         self._parser = _IDLE
+        self._feed_data = _IDLE.feed_data
         self._sink = None
         self._cancel_timer()
         if self._complete and self._keep_alive and self._error is None and not self._lost:
@@ -215,10 +220,10 @@ class Connection(asyncio.Protocol):
         # Once per read of every stream: the checks that only matter once (bytes on an idle
         # connection, a parse error) are the exception path, so a body read costs the parse,
         # the hand-over and one test for the end.
-        self._last_read = self._loop.time()
+        self._reads += 1
         parsed = self._parsed
         try:
-            self._parser.feed_data(data)
+            self._feed_data(data)
         except httptools.HttpParserError as exc:
             self._refuse(exc)
             return
@@ -321,13 +326,17 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _check_idle(self) -> None:
-        # One timer per response that moves itself forward, rather than a reset per chunk.
-        left = self._last_read + self._idle_timeout - self._loop.time()
-        if self._paused or left > 0:
-            delay = self._idle_timeout if self._paused else left
-            self._timer = self._loop.call_later(delay, self._check_idle)
-            return
-        self._fail(TimeoutError("the upstream sent nothing for too long"))
+        # A timer that ticks _TICKS times per idle timeout and counts the reads between ticks,
+        # rather than a clock read per read: the timeout fires between one and 1 + 1/_TICKS
+        # idle timeouts after the last byte.
+        if self._paused or self._reads != self._seen_reads:
+            self._seen_reads, self._idle_ticks = self._reads, 0
+        else:
+            self._idle_ticks += 1
+            if self._idle_ticks >= _TICKS:
+                self._fail(TimeoutError("the upstream sent nothing for too long"))
+                return
+        self._timer = self._loop.call_later(self._idle_timeout / _TICKS, self._check_idle)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

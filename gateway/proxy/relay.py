@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from gateway.errors import error_event
-from gateway.proxy.server_write import chunk_writer
+from gateway.proxy.server_write import ChunkWriter, chunk_writer
 from gateway.proxy.upstream import response_headers
 from gateway.state import RAW_SEND
 from gateway.telemetry.logs import get_logger
@@ -129,7 +129,6 @@ class StreamRelay:
         "_direct",
         "_end",
         "_failure",
-        "_feed",
         "_flush",
         "_hub",
         "_idle_ticks",
@@ -157,7 +156,6 @@ class StreamRelay:
         self.record = record
         self.extra_headers = extra_headers
         self._hub = hub
-        self._feed = record.observer.feed
         self._writes = 0
         self._backlog: list[bytes] | None = None  # not None while a write waits for the client
         self._flush: asyncio.Task[None] | None = None
@@ -180,8 +178,8 @@ class StreamRelay:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         self._send = cast("Send", scope.get(RAW_SEND, send))
         # Chunks go to the server's transport directly when it allows (``server_write``), to
-        # ``send`` otherwise; ``_direct`` refuses every chunk while a write waits for the client.
-        self._writer = chunk_writer(scope, self._send) or _through_send
+        # ``send`` otherwise; ``_direct`` is None while a write waits for the client.
+        self._writer: ChunkWriter | None = chunk_writer(scope, self._send)
         self._direct = self._writer
         loop = asyncio.get_running_loop()
         # Why the stream ends: "upstream" (over, bytes written), "disconnect", "slow_client", "abort".
@@ -232,8 +230,9 @@ class StreamRelay:
 
     def _relay(self, chunk: bytes) -> None:
         """The hot path, called from the upstream's read callback: observe, then write."""
-        self._feed(chunk)
-        if self._direct(chunk):
+        self.record.observer.feed(chunk)
+        direct = self._direct
+        if direct is not None and direct.write(chunk):
             self._writes += 1
             if self.record.first_written is None:
                 self._mark_first_written()
@@ -256,7 +255,7 @@ class StreamRelay:
                 self._mark_first_written()
         else:  # the client is behind: stop reading until this write is done
             self._backlog = []
-            self._direct = _through_send
+            self._direct = None
             self.resp.pause_reading()
             self._flush = asyncio.get_running_loop().create_task(self._drain(pending))
 
@@ -336,7 +335,7 @@ class StreamRelay:
             if idle and self.record.observer.at_boundary:
                 self._idle_ticks = 0
                 try:
-                    if self._direct(KEEPALIVE):
+                    if self._direct is not None and self._direct.write(KEEPALIVE):
                         self._writes += 1
                     else:
                         self._write(KEEPALIVE)
@@ -345,11 +344,6 @@ class StreamRelay:
                     self._decide("upstream")
                     return
         self._timer = asyncio.get_running_loop().call_later(self._tick, self._watchdog)
-
-
-def _through_send(_: bytes) -> bool:
-    """The direct writer of a server without one, and of a client being waited for: refuses."""
-    return False
 
 
 def send_now(write: Awaitable[None]) -> Awaitable[None] | None:

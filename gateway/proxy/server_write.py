@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from litestar.types import Scope, Send
 
-__all__ = ("chunk_writer", "head_sender")
+__all__ = ("ChunkWriter", "chunk_writer", "head_sender")
 
 
 def _uvicorn() -> tuple[type | None, tuple[dict[int, bytes], bytes, bytes] | None]:
@@ -128,7 +128,7 @@ def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's c
 _CLOSE_TAIL = b"\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
-def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:
+def chunk_writer(scope: Scope, send: Send) -> ChunkWriter | None:
     """A writer of body chunks for a response whose head ``send`` has written, or None.
 
     Args:
@@ -136,9 +136,8 @@ def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:
         send: The server's own ``send`` (not a middleware's wrapper).
 
     Returns:
-        ``write(chunk)``: True when the chunk was written, False when it must go through
-        ``send`` instead. None when this server is not uvicorn's httptools protocol, or the
-        response is not chunked.
+        The writer; None when this server is not uvicorn's httptools protocol, or the response
+        is not chunked.
     """
     owner = getattr(send, "__self__", None)
     if _CYCLE is None or not isinstance(owner, _CYCLE) or scope.get("method") == "HEAD":
@@ -152,12 +151,29 @@ def chunk_writer(scope: Scope, send: Send) -> Callable[[bytes], bool] | None:
         return None
     if not chunked:
         return None
+    return ChunkWriter(cycle, flow, transport.write)
 
-    def write(chunk: bytes) -> bool:
-        if flow.write_paused or cycle.disconnected:
+
+#: The size lines of chunks up to 1 KiB (a delta event is 150 to 300 bytes), made once.
+_SIZE_LINES: Final = [b"%x\r\n" % size for size in range(1024)]
+
+
+class ChunkWriter:
+    """Writes body chunks with uvicorn's chunked framing, as long as the client keeps up."""
+
+    __slots__ = ("_cycle", "_flow", "_write")
+
+    def __init__(self, cycle: Any, flow: Any, write: Callable[[bytes], object]) -> None:  # noqa: ANN401 - uvicorn's
+        self._cycle = cycle
+        self._flow = flow
+        self._write = write  # the transport's, looked up once
+
+    def write(self, chunk: bytes) -> bool:
+        """Write ``chunk``; False (nothing written) when it must go through ``send`` instead."""
+        if self._flow.write_paused or self._cycle.disconnected:
             return False
-        if chunk:  # an empty chunk would be the terminating one
-            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        size = len(chunk)
+        if size:  # an empty chunk would be the terminating one
+            line = _SIZE_LINES[size] if size < 1024 else b"%x\r\n" % size
+            self._write(line + chunk + b"\r\n")
         return True
-
-    return write

@@ -16,7 +16,9 @@ from gateway.proxy.server_write import chunk_writer
 from tests.support.inproc import serve_in_thread
 
 START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
-CHUNKS = [b"event: content_block_delta\ndata: {}\n\n", b"x", b"\xe2\x9c" * 300, b"", b"a\r\n0\r\n\r\n"]
+# Sizes on both sides of the writer's table of size lines (1 KiB), an empty one, one that looks like an end.
+CHUNKS = [b"event: content_block_delta\ndata: {}\n\n", b"x", b"\xe2\x9c" * 300, b"b" * 1023, b"c" * 1024,
+          b"z" * 70000, b"", b"a\r\n0\r\n\r\n"]
 
 
 class Transport(asyncio.Transport):
@@ -52,11 +54,11 @@ async def test_the_bytes_are_those_uvicorn_writes() -> None:
     direct, got = cycle()
     for c in (by_send, direct):
         await c.send(START)  # type: ignore[arg-type]
-    write = chunk_writer(direct.scope, direct.send)  # type: ignore[arg-type]
-    assert write is not None
+    writer = chunk_writer(direct.scope, direct.send)  # type: ignore[arg-type]
+    assert writer is not None
     for chunk in CHUNKS:
         await by_send.send({"type": "http.response.body", "body": chunk, "more_body": True})
-        assert write(chunk)
+        assert writer.write(chunk)
     for c in (by_send, direct):
         await c.send({"type": "http.response.body", "body": b"", "more_body": False})
     assert got.written == expected.written
@@ -68,16 +70,16 @@ async def test_a_full_or_gone_client_is_left_to_send() -> None:
     """While uvicorn waits for the client to drain, or after it left, nothing is written."""
     c, transport = cycle()
     await c.send(START)  # type: ignore[arg-type]
-    write = chunk_writer(c.scope, c.send)  # type: ignore[arg-type]
-    assert write is not None
+    writer = chunk_writer(c.scope, c.send)  # type: ignore[arg-type]
+    assert writer is not None
     before = len(transport.written)
     c.flow.pause_writing()
-    assert not write(b"x")
+    assert not writer.write(b"x")
     c.flow.resume_writing()
-    assert write(b"x")
+    assert writer.write(b"x")
     assert transport.written[before:] == b"1\r\nx\r\n"
     c.disconnected = True
-    assert not write(b"y")
+    assert not writer.write(b"y")
     assert transport.written[before:] == b"1\r\nx\r\n"
 
 

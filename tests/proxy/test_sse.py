@@ -102,3 +102,22 @@ def test_observer_counts_a_read_that_ends_inside_a_delta_as_part_of_it() -> None
     obs.feed(event[:cut])
     obs.feed(event[cut:])
     assert (obs.deltas, obs.events) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("read", "deltas"),
+    [
+        (b"event: content_block_delta\ndata: a\n\n", 1),
+        (b"event: content_block_delta\ndata:\n\n", 1),  # an empty data line is still data
+        (b"event: content_block_delta\ndata: a\ndata: b\n\n", 1),  # two data lines, one event
+        (b"event: content_block_delta\ndata: a\n\nevent: content_block_delta\ndata: b\n\n", 2),
+        (b"event: content_block_delta\ndata: a\n\nevent: message_stop\ndata: {}\n\n", 1),
+        (b"event: content_block_delta\r\ndata: a\r\n\r\n", 1),
+    ],
+)
+def test_a_read_of_one_delta_is_counted_as_the_decoder_counts_it(read: bytes, deltas: int) -> None:
+    """A read that begins like a whole delta counts as the decoder counts it (one data line or more)."""
+    obs = StreamObserver()
+    obs.feed(read)
+    assert obs.deltas == deltas
+    assert obs.deltas == sum(ev.event == "content_block_delta" for ev in SSEDecoder().feed(read))
