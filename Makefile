@@ -20,6 +20,11 @@ COMPILED := $(shell sed -n 's/^    "\(gateway\/.*\.py\)",$$/\1/p' setup.py)
 $(STAMP): pyproject.toml setup.py $(COMPILED)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
+	@command -v cc >/dev/null 2>&1 && $(PYTHON) -c 'import sysconfig, os, sys; \
+	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || \
+	  { echo "installing a C compiler and Python headers (setup.py compiles with mypyc)"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -47,9 +47,9 @@ def _extensions() -> list[object]:
         return []
     from mypyc.build import mypycify  # noqa: PLC0415 - a build requirement, only when compiling
 
-    # The build environment has none of the runtime dependencies: their types are Any here,
-    # which changes nothing in the C (calls into them are generic either way). The project's
-    # strict configuration is for `make typecheck`, which sees them.
+    # The build environment holds the libraries the compiled modules call (pyproject's
+    # build-system requires), so mypyc sees their types; any other import is Any. The project's
+    # strict configuration is for `make typecheck`.
     options = ["--config-file=", "--ignore-missing-imports"]
     return mypycify([*options, *COMPILED], opt_level="3")
 

@@ -21,6 +21,7 @@ __all__ = ("Connection", "Response")
 
 _TICKS: Final = 4
 
+
 class Response:
     """One upstream response: status and headers now, the body through one of three readers.
 
@@ -131,7 +132,7 @@ class Connection(asyncio.Protocol):
         head: asyncio.Future[Response] = self._loop.create_future()
         self._head = head
         self._idle_timeout = idle_timeout
-        self._idle_ticks = 0
+        self._seen_reads, self._idle_ticks = self._reads, 0
         self._timer = self._loop.call_later(idle_timeout / _TICKS, self._check_idle)
         self._transport.write(payload)
         try:
