@@ -178,7 +178,10 @@ class Limiter:
         self._rate = rate_limit_per_minute
         self._window = window
         self._on_error = on_error
-        self._ids = (f"{os.urandom(6).hex()}:{n}" for n in itertools.count())
+        # Unique across replicas sharing Redis: a random prefix drawn once, then a counter
+        # (not a random draw, a system call, per stream).
+        prefix = os.urandom(6).hex()
+        self._ids = (f"{prefix}:{n}" for n in itertools.count())
         self._active: dict[str, int] = {}
         self._skip_until = 0.0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -18,11 +17,6 @@ from gateway.security.limits import (
 from gateway.security.limits_redis import RedisLimits
 from gateway.settings import Settings
 from tests.support.clock import Clock
-
-if TYPE_CHECKING:
-    pass
-
-
 
 
 def prefix() -> str:
@@ -60,6 +54,19 @@ async def test_release_is_idempotent() -> None:
     # A double release of the old lease must not free the new lease's slot.
     await lease.release()
     assert isinstance(await limiter.admit("b"), Rejection)
+
+
+async def test_lease_ids_are_a_replica_prefix_and_a_counter() -> None:
+    ids = []
+    for limiter in (Limiter(MemoryLimits(), max_streams=9), Limiter(MemoryLimits(), max_streams=9)):
+        leases = [await limiter.admit(key) for key in ("a", "a", "b")]
+        ids.append([lease.lease_id for lease in leases if isinstance(lease, Lease)])
+    # Unique within a replica by the counter, across replicas by the prefix.
+    for replica in ids:
+        prefixes = {lease_id.split(":")[0] for lease_id in replica}
+        assert len(prefixes) == 1, replica
+        assert [lease_id.split(":")[1] for lease_id in replica] == ["0", "1", "2"]
+    assert ids[0][0].split(":")[0] != ids[1][0].split(":")[0]
 
 
 async def test_lease_as_context_manager() -> None:
