@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry", choices=("on", "off", "both"), default="both")
     p.add_argument("--floor", action="store_true",
                    help="throughput: also measure python_floor, a uvloop TCP splice with no HTTP "
-                        "parsing (what moving the bytes through Python costs)")
+                        "parsing (what moving the bytes through Python costs), and python_relay, "
+                        "the minimal ASGI relay the performance issue measured")
     p.add_argument("--target", default=None, help="measure an already running gateway at this URL")
     p.add_argument("--target-pid", type=int, default=None, help="its pid, for CPU and RSS figures")
     p.add_argument("--api-key", default="sk-bench", help="x-api-key sent with every request")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = (
     "Proc", "cpu_seconds", "free_port", "nginx_binary", "pin", "repo_nginx_conf", "rss_bytes",
-    "start_floor", "start_gateway", "start_nginx", "start_simulator", "tree",
+    "start_floor", "start_gateway", "start_nginx", "start_relay", "start_simulator", "tree",
 )
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -178,6 +178,13 @@ def start_floor(upstream: str) -> Proc:
     port = free_port()
     args = [sys.executable, "-m", "gateway.bench.floor_relay", str(port), upstream.rsplit(":", 1)[1]]
     return _spawn("python-floor", args, {}, port, "/v1/models")
+
+
+def start_relay(upstream: str) -> Proc:
+    """The ``python_relay`` leg's minimal ASGI relay (``gateway.bench.asgi_relay``) to ``upstream``."""
+    port = free_port()
+    args = [sys.executable, "-m", "gateway.bench.asgi_relay", str(port), upstream]
+    return _spawn("python-relay", args, {}, port, "/v1/models")
 
 
 def nginx_binary() -> str | None:

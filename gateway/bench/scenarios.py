@@ -58,8 +58,8 @@ class Context:
         if kind == "nginx":
             proc = procs.start_nginx(upstream, repo_conf=False)
             procs.pin(proc.pids(), self.proxy_cores)
-        elif kind == "floor":
-            proc = procs.start_floor(upstream)
+        elif kind in {"floor", "relay"}:
+            proc = procs.start_floor(upstream) if kind == "floor" else procs.start_relay(upstream)
             procs.pin(proc.pids(), self.proxy_cores)
         else:
             proc = procs.start_gateway(upstream, telemetry=telemetry, workers=workers,
@@ -132,8 +132,11 @@ async def _compared_legs(ctx: Context, sim: str) -> dict[str, Any]:
         ctx.notes.append("nginx is not installed: no reference legs, ratios unavailable")
     if args.floor:
         compared.append(("python_floor", proxied("floor")))
+        compared.append(("python_relay", proxied("relay")))
         ctx.notes.append("python_floor: a uvloop TCP splice (gateway/bench/floor_relay.py), no HTTP "
                          "parsing: what moving the bytes through Python costs")
+        ctx.notes.append("python_relay: the issue's minimal Python relay (gateway/bench/asgi_relay.py), "
+                         "raw ASGI on uvicorn + aiohttp client, no checks, no telemetry")
     compared += [
         ("gateway" if on else "gateway_telemetry_off", proxied("gateway", on))
         for on in (True, False)

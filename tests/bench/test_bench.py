@@ -57,7 +57,7 @@ def test_throughput_json_is_well_formed() -> None:
     doc = json.loads(_bench("--json", "--telemetry", "on", "--rounds", "2", "--floor", *TINY).stdout)
     _check_doc(doc, "throughput")
     results = doc["results"]
-    assert {"direct", "gateway", "python_floor"} <= set(results)
+    assert {"direct", "gateway", "python_floor", "python_relay"} <= set(results)
     for name, leg in results.items():
         for phase in ("saturation", "paced"):
             figures = leg[phase]
@@ -70,7 +70,7 @@ def test_throughput_json_is_well_formed() -> None:
         assert leg["paced"]["gap_p99_ms"] >= leg["paced"]["gap_p50_ms"] >= 0
         if name != "direct":
             assert leg["saturation"]["cpu_us_per_event"] > 0
-        if name in {"nginx", "gateway", "python_floor"}:  # the compared legs ran twice (--rounds 2)
+        if name in {"nginx", "gateway", "python_floor", "python_relay"}:  # the compared legs ran twice (--rounds 2)
             assert len(leg["saturation"]["cpu_us_per_event_rounds"]) == 2
             assert leg["saturation"]["rss_peak_mb"] > 0
     for n in _numbers(results):
