@@ -7,7 +7,7 @@ gateway's CPU target from it; run beside the gateway, it shows in each phase wha
 checks and telemetry cost above the least an ASGI relay does. Like ``floor_relay``, it is a
 measuring stick, not a proxy.
 
-    python -m gateway.bench.asgi_relay PORT UPSTREAM_URL
+    python -m gateway.bench.asgi_relay PORT UPSTREAM_PORT
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ class RelayApp:
     """The ASGI app: every request forwarded to ``upstream``, the response streamed back.
 
     Args:
-        upstream: Base URL of the upstream (the simulator).
+        upstream: Base URL of the upstream (the simulator), without a trailing slash.
     """
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.rstrip("/")
+        self.upstream = upstream
         self.session: Any = None  # an aiohttp.ClientSession, opened by the lifespan
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401 - ASGI
@@ -75,12 +75,12 @@ class RelayApp:
 
 
 def main(argv: list[str]) -> None:
-    """Serve on ``argv[0]``, relaying to ``argv[1]``, until killed."""
+    """Serve on ``argv[0]``, relaying to ``127.0.0.1:argv[1]``, until killed."""
     import uvicorn  # noqa: PLC0415
 
     uvicorn.run(
-        RelayApp(argv[1]), host="127.0.0.1", port=int(argv[0]), loop="uvloop", http="httptools",
-        log_level="warning", access_log=False, backlog=8192,
+        RelayApp(f"http://127.0.0.1:{argv[1]}"), host="127.0.0.1", port=int(argv[0]),
+        loop="uvloop", http="httptools", log_level="warning", access_log=False, backlog=8192,
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = (
     "Proc", "cpu_seconds", "free_port", "nginx_binary", "pin", "repo_nginx_conf", "rss_bytes",
-    "start_floor", "start_gateway", "start_nginx", "start_relay", "start_simulator", "tree",
+    "start_gateway", "start_nginx", "start_python_leg", "start_simulator", "tree",
 )
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -173,18 +173,19 @@ def start_gateway(upstream: str, *, telemetry: bool, workers: int, max_streams: 
     return _spawn(f"gateway{'' if telemetry else '-notel'}-w{workers}", args, env, port, "/healthz")
 
 
-def start_floor(upstream: str) -> Proc:
-    """The ``python_floor`` leg's TCP splice (``gateway.bench.floor_relay``) to ``upstream``."""
-    port = free_port()
-    args = [sys.executable, "-m", "gateway.bench.floor_relay", str(port), upstream.rsplit(":", 1)[1]]
-    return _spawn("python-floor", args, {}, port, "/v1/models")
+#: The Python reference legs: ``--floor``'s kind → (module, process name).
+_PYTHON_LEGS = {
+    "floor": ("gateway.bench.floor_relay", "python-floor"),
+    "relay": ("gateway.bench.asgi_relay", "python-relay"),
+}
 
 
-def start_relay(upstream: str) -> Proc:
-    """The ``python_relay`` leg's minimal ASGI relay (``gateway.bench.asgi_relay``) to ``upstream``."""
+def start_python_leg(kind: str, upstream: str) -> Proc:
+    """A Python reference leg (``floor``: the TCP splice; ``relay``: the minimal ASGI relay)."""
+    module, name = _PYTHON_LEGS[kind]
     port = free_port()
-    args = [sys.executable, "-m", "gateway.bench.asgi_relay", str(port), upstream]
-    return _spawn("python-relay", args, {}, port, "/v1/models")
+    args = [sys.executable, "-m", module, str(port), upstream.rsplit(":", 1)[1]]
+    return _spawn(name, args, {}, port, "/v1/models")
 
 
 def nginx_binary() -> str | None:

@@ -59,7 +59,7 @@ class Context:
             proc = procs.start_nginx(upstream, repo_conf=False)
             procs.pin(proc.pids(), self.proxy_cores)
         elif kind in {"floor", "relay"}:
-            proc = procs.start_floor(upstream) if kind == "floor" else procs.start_relay(upstream)
+            proc = procs.start_python_leg(kind, upstream)
             procs.pin(proc.pids(), self.proxy_cores)
         else:
             proc = procs.start_gateway(upstream, telemetry=telemetry, workers=workers,
