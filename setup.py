@@ -23,6 +23,7 @@ from setuptools import setup
 #: annotations), nor the modules a stream never enters.
 COMPILED = [
     "gateway/errors.py",
+    "gateway/proxy/chunked.py",
     "gateway/proxy/client.py",
     "gateway/proxy/connection.py",
     "gateway/proxy/fast_path.py",

@@ -12,10 +12,15 @@ from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
+from gateway.proxy.chunked import one_chunk
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from gateway.proxy.client import HttpClient
+
+    #: Takes a piece of the body and, when the read held whole chunks, the read as it came.
+    Sink = Callable[[bytes, bytes | None], None]
 
 __all__ = ("Connection", "Response")
 
@@ -57,8 +62,12 @@ class Response:
         """The media type, without parameters."""
         return self.header(b"content-type").split(";", 1)[0].strip().lower()
 
-    def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+    def attach(self, sink: Sink) -> asyncio.Future[None]:
         """Deliver the body to ``sink`` as it arrives, from inside the read callback.
+
+        ``sink(piece, framed)`` gets each piece of the body; ``framed`` is None, or the read that
+        carried the piece when it held nothing but whole chunks of a chunked body: those bytes,
+        as they came, frame the piece (``chunked``).
 
         Returns a future that completes when the body ended, or fails with ``TimeoutError`` or
         ``OSError``, or with the exception ``sink`` raised.
@@ -101,11 +110,17 @@ class Connection(asyncio.Protocol):
         self._parsed: list[bytes] = []  # body pieces of the bytes being parsed
         # The parser's body callback is the list's own append: a C call per read, no Python frame.
         self.on_body: Callable[[bytes], None] = self._parsed.append
+        # Whether the parser stands between two chunks: both chunk callbacks (C calls too) turn
+        # this list round, so it reads [False, True] before a chunk's size line and after its end.
+        self._parity = [False, True]
+        self.on_chunk_header: Callable[[], None] = self._parity.reverse
+        self.on_chunk_complete: Callable[[], None] = self._parity.reverse
+        self._chunked = self._between_chunks = False
         self._parser: httptools.HttpResponseParser | _Idle = _IDLE
         self._feed_data: Callable[[bytes], None] = _IDLE.feed_data  # the parser's, looked up once
         self._head: asyncio.Future[Response] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
-        self._sink: Callable[[bytes], None] | None = None
+        self._sink: Sink | None = None
         self._done: asyncio.Future[None] | None = None
         self._buffer: list[bytes] = []  # body not yet handed on: no sink yet, or next_chunk()
         self._waiter: asyncio.Future[None] | None = None
@@ -129,6 +144,8 @@ class Connection(asyncio.Protocol):
         self._feed_data = parser.feed_data
         self._headers, self._buffer, self._sink, self._done, self._error = [], [], None, None, None
         self._in_flight, self._complete, self.nothing_received = True, False, True
+        self._chunked = self._between_chunks = False
+        self._parity[:] = (False, True)
         head: asyncio.Future[Response] = self._loop.create_future()
         self._head = head
         self._idle_timeout = idle_timeout
@@ -142,13 +159,13 @@ class Connection(asyncio.Protocol):
             self.close()
             raise
 
-    def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+    def attach(self, sink: Sink) -> asyncio.Future[None]:
         """See ``Response.attach``."""
         done = self._done = self._loop.create_future()
         buffered, self._buffer = self._buffer, []
         try:
             if buffered:
-                sink(b"".join(buffered))
+                sink(b"".join(buffered), None)
         except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
             self._fail(exc)
             return done
@@ -220,25 +237,44 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:  # noqa: D102
         # Once per read of every stream: the checks that only matter once (bytes on an idle
         # connection, a parse error) are the exception path, so a body read costs the parse,
-        # the hand-over and one test for the end.
+        # the hand-over and one test for the end; a read of one whole chunk, not even the parse.
         self._reads += 1
+        sink = self._sink
+        between = self._between_chunks
+        if between and sink is not None:
+            size = one_chunk(data)
+            if size:
+                # A paced stream's read: one event, one whole chunk. Handed on unparsed: the
+                # parser would stand between two chunks after it, as it does now.
+                try:
+                    sink(data[-2 - size : -2], data)
+                except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+                    self._fail(exc)
+                return
         parsed = self._parsed
         try:
             self._feed_data(data)
         except httptools.HttpParserError as exc:
+            self._between_chunks = False
             self._refuse(exc)
             return
+        # Past a chunked reply's head, the parser stands between two chunks when no chunk is
+        # open and the read ended with a CRLF: bytes after a chunk's end that hold no CRLF can
+        # only be the start of the next size line, and a whole size line opens a chunk.
+        self._between_chunks = (
+            self._chunked and self._parity[1] and not self._complete and data.endswith(b"\r\n")
+        )
         if parsed:
             # One read is one hand-over, however many HTTP chunks (SSE events) it carried.
             chunk = b"".join(parsed)  # the piece itself when there is one
             parsed.clear()
-            sink = self._sink
             if sink is None:
                 self._buffer.append(chunk)
                 self._wake()
             else:
                 try:
-                    sink(chunk)
+                    # From one edge to the next, the read is whole chunks: the client's framing.
+                    sink(chunk, data if between and self._between_chunks else None)
                 except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
                     self._fail(exc)
                     return
@@ -274,6 +310,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = parser.should_keep_alive()
         resp = Response(self, status, self._headers)
         self._framed = resp.has(b"content-length") or resp.has(b"transfer-encoding")
+        self._chunked = resp.header(b"transfer-encoding").lower().endswith("chunked")
         if self._head is not None and not self._head.done():
             self._head.set_result(resp)
 
@@ -298,7 +335,7 @@ class Connection(asyncio.Protocol):
                 self._buffer.append(chunk)
             else:
                 try:
-                    self._sink(chunk)
+                    self._sink(chunk, None)
                 except Exception as sink_exc:  # noqa: BLE001 - the first failure is the one told
                     self._fail(sink_exc)
                     return

@@ -60,8 +60,8 @@ class Body(Protocol):
 
     raw_headers: list[tuple[bytes, bytes]]
 
-    def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
-        """Deliver the body to ``sink``; the future completes when it ended."""
+    def attach(self, sink: Callable[[bytes, bytes | None], None]) -> asyncio.Future[None]:
+        """Deliver the body to ``sink(piece, framed)``; the future completes when it ended."""
 
     def pause_reading(self) -> None:
         """Stop reading (the client is behind)."""
@@ -228,11 +228,15 @@ class StreamRelay:
             listener.exception()  # retrieved: a receive() that failed is a client gone too
             self._decide("disconnect")
 
-    def _relay(self, chunk: bytes) -> None:
-        """The hot path, called from the upstream's read callback: observe, then write."""
+    def _relay(self, chunk: bytes, framed: bytes | None) -> None:
+        """The hot path, called from the upstream's read callback: observe, then write.
+
+        ``framed`` is ``chunk`` in the upstream's chunks when the read held whole ones: the
+        client's framing too, written as it came.
+        """
         self.record.observer.feed(chunk)
         direct = self._direct
-        if direct is not None and direct.write(chunk):
+        if direct is not None and direct.write(chunk, framed):
             self._writes += 1
             if self.record.first_written is None:
                 self._mark_first_written()

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
+
+from gateway.proxy.chunked import size_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -154,10 +156,6 @@ def chunk_writer(scope: Scope, send: Send) -> ChunkWriter | None:
     return ChunkWriter(cycle, flow, transport.write)
 
 
-#: The size lines of chunks up to 1 KiB (a delta event is 150 to 300 bytes), made once.
-_SIZE_LINES: Final = [b"%x\r\n" % size for size in range(1024)]
-
-
 class ChunkWriter:
     """Writes body chunks with uvicorn's chunked framing, as long as the client keeps up."""
 
@@ -168,12 +166,16 @@ class ChunkWriter:
         self._flow = flow
         self._write = write  # the transport's, looked up once
 
-    def write(self, chunk: bytes) -> bool:
-        """Write ``chunk``; False (nothing written) when it must go through ``send`` instead."""
+    def write(self, chunk: bytes, framed: bytes | None = None) -> bool:
+        """Write ``chunk``; False (nothing written) when it must go through ``send`` instead.
+
+        ``framed``, when given, is ``chunk`` already in chunks (as the upstream sent it), written
+        as it is.
+        """
         if self._flow.write_paused or self._cycle.disconnected:
             return False
-        size = len(chunk)
-        if size:  # an empty chunk would be the terminating one
-            line = _SIZE_LINES[size] if size < 1024 else b"%x\r\n" % size
-            self._write(line + chunk + b"\r\n")
+        if framed is not None:
+            self._write(framed)
+        elif chunk:  # an empty chunk would be the terminating one
+            self._write(size_line(len(chunk)) + chunk + b"\r\n")
         return True

@@ -48,6 +48,18 @@ class Server:
             writer.close()
 
 
+class Got(list[bytes]):
+    """A sink: the pieces in the list, and beside them the reads handed on with their framing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.framed: list[bytes | None] = []
+
+    def __call__(self, piece: bytes, framed: bytes | None) -> None:
+        self.append(piece)
+        self.framed.append(framed)
+
+
 def client(**kwargs: float) -> HttpClient:
     return HttpClient(connect_timeout=kwargs.get("connect", 2.0), idle_timeout=kwargs.get("idle", 5.0))
 
@@ -74,10 +86,12 @@ async def test_a_sink_gets_every_byte_and_the_connection_is_reused() -> None:
             resp = await http.request("POST", url + "/v1/messages", [(b"x-api-key", b"k")], b"{}")
             assert resp.status == 200
             assert resp.content_type == "text/event-stream"
-            got: list[bytes] = []
-            await resp.attach(got.append)
+            got = Got()
+            await resp.attach(got)
             resp.close()
             assert b"".join(got) == b"".join(b"event: e\ndata: %d\n\n" % n for n in range(3))
+            # The events after the first arrive alone, each a whole chunk: handed on as they came.
+            assert [framed for framed in got.framed if framed] == [chunk(piece) for piece in got[-2:]]
         await http.close()
     assert server.connections == 1
 
@@ -151,15 +165,15 @@ async def test_silence_and_resets_fail_the_response() -> None:
             await http.request("POST", url, [], b"")
         assert 0.25 < loop.time() - start < 2
         resp = await http.request("POST", url, [], b"")
-        got: list[bytes] = []
+        got = Got()
         with pytest.raises(TimeoutError):
-            await resp.attach(got.append)
+            await resp.attach(got)
         assert got == [b"event: a\n\n"]
         resp.close()
         resp = await http.request("POST", url, [], b"")
         got.clear()
         with pytest.raises(OSError, match="closed"):
-            await resp.attach(got.append)
+            await resp.attach(got)
         assert got == [b"event: a\n\n"]
         resp.close()
         await http.close()
@@ -207,7 +221,7 @@ async def test_a_failing_sink_and_a_paused_reader() -> None:
         resp = await http.request("POST", url, [], b"")
         got: list[bytes] = []
 
-        def pausing_sink(data: bytes) -> None:
+        def pausing_sink(data: bytes, _: bytes | None) -> None:
             got.append(data)
             resp.pause_reading()
 
@@ -224,8 +238,9 @@ async def test_a_failing_sink_and_a_paused_reader() -> None:
 
         resp = await http.request("POST", url, [], b"")
 
-        def failing_sink(_: bytes) -> None:
-            raise RuntimeError("sink broke")
+        def failing_sink(_: bytes, framed: bytes | None) -> None:
+            if framed is not None:  # a chunk handed on unparsed, after the first
+                raise RuntimeError("sink broke")
 
         with pytest.raises(RuntimeError, match="sink broke"):
             await resp.attach(failing_sink)

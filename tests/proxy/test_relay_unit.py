@@ -31,14 +31,14 @@ class FakeResponse:
         self.paused: list[bool] = []
         self.task: asyncio.Task[None] | None = None
 
-    def attach(self, sink: Callable[[bytes], None]) -> asyncio.Future[None]:
+    def attach(self, sink: Callable[[bytes, bytes | None], None]) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def deliver() -> None:
             try:
                 for chunk in self.chunks:
                     await asyncio.sleep(0)
-                    sink(chunk)
+                    sink(chunk, None)
                 await asyncio.sleep(self.then)
             except Exception as exc:
                 done.set_exception(exc)

@@ -66,6 +66,18 @@ async def test_the_bytes_are_those_uvicorn_writes() -> None:
     assert direct.response_complete
 
 
+async def test_a_chunk_in_the_upstream_s_framing_is_written_as_it_came() -> None:
+    """``framed`` (whole chunks, as the upstream sent them) is written instead of a new frame."""
+    c, transport = cycle()
+    await c.send(START)  # type: ignore[arg-type]
+    writer = chunk_writer(c.scope, c.send)  # type: ignore[arg-type]
+    assert writer is not None
+    before = len(transport.written)
+    assert writer.write(b"abcd", b"2;x\r\nab\r\n2\r\ncd\r\n")
+    assert writer.write(b"e")
+    assert transport.written[before:] == b"2;x\r\nab\r\n2\r\ncd\r\n1\r\ne\r\n"
+
+
 async def test_a_full_or_gone_client_is_left_to_send() -> None:
     """While uvicorn waits for the client to drain, or after it left, nothing is written."""
     c, transport = cycle()
