@@ -31,7 +31,7 @@ __all__ = ("StreamObserver", "ToolBlock")
 _DELTA_LINE: Final = b"\nevent: content_block_delta\n"
 _DELTA_HEAD: Final = b"event: content_block_delta\n"
 _HEAD_LEN: Final = len(_DELTA_HEAD)
-_DATA_END: Final = _HEAD_LEN + len(b"data:")
+_DELTA_DATA: Final = _DELTA_HEAD + b"data:"  # a delta's event line and the start of its data line
 
 
 @dataclass(slots=True)
@@ -86,9 +86,8 @@ class StreamObserver:
         if (
             not self._tail
             and self._decoder is None
-            and chunk.startswith(_DELTA_HEAD)
+            and chunk.startswith(_DELTA_DATA)
             and chunk.endswith(b"\n\n")
-            and chunk[_HEAD_LEN:_DATA_END] == b"data:"
             and 10 not in chunk[_HEAD_LEN:-2]
             and 13 not in chunk
         ):
@@ -149,7 +148,7 @@ class StreamObserver:
         for block in events.split(b"\n\n"):
             head, sep, data = block.partition(b"\ndata: ")
             if sep and head[:7] == b"event: " and len(head) > 7 and 10 not in head and 10 not in data:
-                self._event(head[7:].decode(errors="replace"), data)
+                self._event(head[7:].decode("utf-8", "replace"), data)  # positional: no keyword parsing
             elif block:
                 self._handle(SSEDecoder().feed(block + b"\n\n"))
 
