@@ -157,7 +157,7 @@ def chunk_writer(scope: Scope, send: Send) -> ChunkWriter | None:
 
 
 class ChunkWriter:
-    """Writes body chunks with uvicorn's chunked framing, as long as the client keeps up."""
+    """Writes body chunks, framed as uvicorn would or as the upstream did, while the client keeps up."""
 
     __slots__ = ("_cycle", "_flow", "_write")
 
