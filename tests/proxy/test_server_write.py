@@ -12,7 +12,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gateway.proxy import server_write
-from gateway.proxy.server_write import chunk_writer
+from gateway.proxy.server_write import ChunkWriter, chunk_writer
 from tests.support.inproc import serve_in_thread
 
 START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
@@ -66,13 +66,18 @@ async def test_the_bytes_are_those_uvicorn_writes() -> None:
     assert direct.response_complete
 
 
-async def test_a_chunk_in_the_upstream_s_framing_is_written_as_it_came() -> None:
-    """``framed`` (whole chunks, as the upstream sent them) is written instead of a new frame."""
+async def started() -> tuple[RequestResponseCycle, Transport, ChunkWriter, int]:
+    """A cycle whose head is written, its transport, its chunk writer, and the head's length."""
     c, transport = cycle()
     await c.send(START)  # type: ignore[arg-type]
     writer = chunk_writer(c.scope, c.send)  # type: ignore[arg-type]
     assert writer is not None
-    before = len(transport.written)
+    return c, transport, writer, len(transport.written)
+
+
+async def test_a_chunk_in_the_upstream_s_framing_is_written_as_it_came() -> None:
+    """``framed`` (whole chunks, as the upstream sent them) is written instead of a new frame."""
+    _, transport, writer, before = await started()
     assert writer.write(b"abcd", b"2;x\r\nab\r\n2\r\ncd\r\n")
     assert writer.write(b"e")
     assert transport.written[before:] == b"2;x\r\nab\r\n2\r\ncd\r\n1\r\ne\r\n"
@@ -80,11 +85,7 @@ async def test_a_chunk_in_the_upstream_s_framing_is_written_as_it_came() -> None
 
 async def test_a_full_or_gone_client_is_left_to_send() -> None:
     """While uvicorn waits for the client to drain, or after it left, nothing is written."""
-    c, transport = cycle()
-    await c.send(START)  # type: ignore[arg-type]
-    writer = chunk_writer(c.scope, c.send)  # type: ignore[arg-type]
-    assert writer is not None
-    before = len(transport.written)
+    c, transport, writer, before = await started()
     c.flow.pause_writing()
     assert not writer.write(b"x")
     c.flow.resume_writing()
