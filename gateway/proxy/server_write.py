@@ -4,14 +4,15 @@ Why: an ASGI ``send`` of one body chunk builds a message dict and a coroutine, a
 ``send`` re-checks its response state before it writes the chunk with its HTTP/1.1 framing. A paced
 stream does that once per event, and each is a wake-up of its own, so that machinery is a
 large share of what relaying an event costs. ``chunk_writer`` does the same write with the same
-bytes, and leaves every other case to ``send``: the client's socket is full (uvicorn waits for
-it to drain), the client is gone (uvicorn drops the chunk), or the server is another one (h11,
-another ASGI server, a test client), for which it returns None. ``head_sender`` does the
+bytes, and leaves every other case to ``send``: bytes wait in the transport (uvicorn waits for
+the client to drain past its high-water mark), the transport is closing (uvicorn drops the
+chunk of a client gone), or the server is another one (h11, another ASGI server, a test
+client), for which it returns None. ``head_sender`` does the
 same for a chunked response head, whose ~25 headers uvicorn's ``send`` checks one by one.
 
-It reads uvicorn's ``RequestResponseCycle`` (``transport``, ``flow.write_paused``,
-``disconnected``, ``chunked_encoding``): a uvicorn that moves the class or renames them gets
-``send`` for every chunk, not a broken write or a failed start. ``tests/proxy/test_server_write.py``
+It reads uvicorn's ``RequestResponseCycle`` (``transport``, ``response_started``,
+``response_complete``, ``chunked_encoding``): a uvicorn that moves the class or renames them
+gets ``send`` for every chunk, not a broken write or a failed start. ``tests/proxy/test_server_write.py``
 holds the bytes to uvicorn's own.
 """
 
@@ -146,25 +147,30 @@ def chunk_writer(scope: Scope, send: Send) -> ChunkWriter | None:
         return None
     cycle: Any = owner
     try:
-        transport, flow = cycle.transport, cycle.flow
+        transport = cycle.transport
         chunked = cycle.response_started and not cycle.response_complete and cycle.chunked_encoding is True
-        flow.write_paused, cycle.disconnected  # noqa: B018 - read here so that a rename fails here
     except AttributeError:  # another uvicorn's internals
         return None
     if not chunked:
         return None
-    return ChunkWriter(cycle, flow, transport.write)
+    return ChunkWriter(transport)
 
 
 class ChunkWriter:
-    """Writes body chunks, framed as uvicorn would or as the upstream did, while the client keeps up."""
+    """Writes body chunks, framed as uvicorn would or as the upstream did, while the client keeps up.
 
-    __slots__ = ("_cycle", "_flow", "_write")
+    Whether it keeps up is read off the transport, the object the write touches anyway: nothing
+    waits in its buffer, and it is not closing. uvicorn pauses its writes (``flow.write_paused``)
+    only past the transport's high-water mark, and marks a client gone (``disconnected``) only
+    once the transport is closed, so an empty buffer on an open transport is neither; anything
+    else goes through ``send``, which waits or drops as uvicorn does.
+    """
 
-    def __init__(self, cycle: Any, flow: Any, write: Callable[[bytes], object]) -> None:  # noqa: ANN401 - uvicorn's
-        self._cycle = cycle
-        self._flow = flow
-        self._write = write  # the transport's, looked up once
+    __slots__ = ("_transport", "_write")
+
+    def __init__(self, transport: Any) -> None:  # noqa: ANN401 - the server's transport
+        self._transport = transport
+        self._write: Callable[[bytes], object] = transport.write  # looked up once
 
     def write(self, chunk: bytes, framed: bytes | None = None) -> bool:
         """Write ``chunk``; False (nothing written) when it must go through ``send`` instead.
@@ -172,7 +178,8 @@ class ChunkWriter:
         ``framed``, when given, is ``chunk`` already in chunks (as the upstream sent it), written
         as it is.
         """
-        if self._flow.write_paused or self._cycle.disconnected:
+        transport = self._transport
+        if transport.get_write_buffer_size() or transport.is_closing():
             return False
         if framed is not None:
             self._write(framed)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvloop
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
@@ -27,12 +28,17 @@ class Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.buffered = 0  # bytes the kernel has not taken yet
+        self.closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
 
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
     def is_closing(self) -> bool:
-        return False
+        return self.closing
 
     def close(self) -> None:
         self.written += b"<closed>"
@@ -83,17 +89,53 @@ async def test_a_chunk_in_the_upstream_s_framing_is_written_as_it_came() -> None
     assert transport.written[before:] == b"2;x\r\nab\r\n2\r\ncd\r\n1\r\ne\r\n"
 
 
-async def test_a_full_or_gone_client_is_left_to_send() -> None:
-    """While uvicorn waits for the client to drain, or after it left, nothing is written."""
-    c, transport, writer, before = await started()
-    c.flow.pause_writing()
+async def test_a_client_behind_or_gone_is_left_to_send() -> None:
+    """While bytes wait in the transport, or once it is closing, nothing is written."""
+    _, transport, writer, before = await started()
+    transport.buffered = 1  # below uvicorn's high-water mark too: send decides whether to wait
     assert not writer.write(b"x")
-    c.flow.resume_writing()
+    transport.buffered = 0
     assert writer.write(b"x")
     assert transport.written[before:] == b"1\r\nx\r\n"
-    c.disconnected = True
+    transport.closing = True
     assert not writer.write(b"y")
     assert transport.written[before:] == b"1\r\nx\r\n"
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_uvicorn_pauses_and_drops_only_where_the_writer_stands_aside(loop_factory: Any) -> None:
+    """What the writer reads off a real transport covers uvicorn's two flags, on either loop.
+
+    A loopback connection whose peer does not read: uvicorn's protocol pauses its writes past
+    the transport's high-water mark, which takes bytes in the transport's buffer, and marks a
+    client gone in ``connection_lost``, once the transport is closed.
+    """
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        paused: list[bool] = []
+
+        class Protocol(asyncio.Protocol):
+            def pause_writing(self) -> None:
+                paused.append(True)
+
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(Protocol, "127.0.0.1", port)
+        writer = ChunkWriter(transport)
+        try:
+            assert writer.write(b"x")
+            transport.set_write_buffer_limits(high=1)
+            while not paused:  # the loop does not turn, so the peer reads nothing
+                transport.write(b"z" * 65536)
+            assert not writer.write(b"x")
+        finally:
+            transport.abort()
+            server.close()
+        assert not writer.write(b"x")
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
 
 
 async def test_other_servers_and_responses_get_none() -> None:
