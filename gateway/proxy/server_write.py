@@ -104,31 +104,43 @@ def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's c
         ):
             return False
         status = message["status"]
-        headers = cycle.default_headers + list(message.get("headers", ()))
+        headers: list[tuple[bytes, bytes]] = cycle.default_headers + list(message.get("headers", ()))
     except (AttributeError, KeyError):  # another uvicorn's internals
         return False
     status_lines, name_ok, value_ok = _HEAD  # type: ignore[misc]
     line = status_lines.get(status)
     if line is None or status in (204, 304) or not headers:
         return False
-    name_list, value_list = zip(*headers, strict=True)  # in C, as the rest: no loop per header here
-    names = b"".join(name_list)
+    # One pass, compiled (setup.py): the head's pieces, and the names and values apart, each
+    # checked once for all headers below.
+    head = [line]
+    names: list[bytes] = []
+    values: list[bytes] = []
+    for name, value in headers:
+        head.append(name)
+        head.append(b": ")
+        head.append(value)
+        head.append(b"\r\n")
+        names.append(name)
+        values.append(value)
+    joined = b"".join(names)
     if (
-        names.translate(None, name_ok)  # a byte uvicorn's name pattern refuses
-        or b"".join(value_list).translate(None, value_ok)
-        or names != names.lower()
-        or not _FRAMING.isdisjoint(name_list)
+        joined.translate(None, name_ok)  # a byte uvicorn's name pattern refuses
+        or b"".join(values).translate(None, value_ok)
+        or joined != joined.lower()
+        or not _FRAMING.isdisjoint(names)
     ):
         return False
-    tail = b"\r\ntransfer-encoding: chunked\r\n\r\n" if cycle.keep_alive else _CLOSE_TAIL
+    head.append(_KEEP_TAIL if cycle.keep_alive else _CLOSE_TAIL)
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     cycle.chunked_encoding = True
-    cycle.transport.write(line + b"\r\n".join(map(b": ".join, headers)) + tail)
+    cycle.transport.write(b"".join(head))
     return True
 
 
-_CLOSE_TAIL = b"\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+_KEEP_TAIL = b"transfer-encoding: chunked\r\n\r\n"
+_CLOSE_TAIL = b"connection: close\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
 def chunk_writer(scope: Scope, send: Send) -> ChunkWriter | None:
