@@ -104,7 +104,8 @@ def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's c
         ):
             return False
         status = message["status"]
-        headers: list[tuple[bytes, bytes]] = cycle.default_headers + list(message.get("headers", ()))
+        # Any: ASGI allows any two-item iterable per header, as uvicorn's own send takes them.
+        headers: list[Any] = cycle.default_headers + list(message.get("headers", ()))
     except (AttributeError, KeyError):  # another uvicorn's internals
         return False
     status_lines, name_ok, value_ok = _HEAD  # type: ignore[misc]
@@ -114,8 +115,8 @@ def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's c
     # One pass, compiled (setup.py): the head's pieces, and the names and values apart, each
     # checked once for all headers below.
     head = [line]
-    names: list[bytes] = []
-    values: list[bytes] = []
+    names: list[Any] = []
+    values: list[Any] = []
     for name, value in headers:
         head.append(name)
         head.append(b": ")

@@ -206,6 +206,18 @@ async def test_a_head_written_directly_is_the_head_uvicorn_writes(
     assert seen == ["http.response.start", *["http.response.body"] * 4]
 
 
+async def test_a_head_of_list_pairs_is_written_as_uvicorn_writes_it() -> None:
+    """ASGI lets a header be any two-item iterable; the direct head takes lists as uvicorn does."""
+    runs = []
+    for direct in (False, True):
+        c, transport = cycle()
+        send = server_write.head_sender(c.send) if direct else c.send  # type: ignore[arg-type]
+        await send({"type": "http.response.start", "status": 200, "headers": [[b"x-a", b"1"], [b"x-b", b"2"]]})
+        runs.append((bytes(transport.written), c.chunked_encoding))
+    assert runs[1] == runs[0]
+    assert b"x-a: 1\r\nx-b: 2\r\n" in runs[1][0]
+
+
 @pytest.mark.parametrize(
     ("method", "status", "headers"),
     [
