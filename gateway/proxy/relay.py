@@ -299,7 +299,7 @@ class StreamRelay:
 
     async def _conclude(self) -> tuple[str, str | None]:
         """The upstream is over and its bytes are written: name the outcome, end a cut stream."""
-        obs = self.record.observer
+        obs = self._observer
         upstream = self._upstream
         failure = self._failure or (None if upstream.cancelled() else upstream.exception())
         if isinstance(failure, TimeoutError):
@@ -321,8 +321,8 @@ class StreamRelay:
 
     async def _terminate(self, error_type: str, message: str) -> None:
         """Write the gateway's own terminal error event, closing any half-sent event first."""
-        prefix = b"" if self.record.observer.at_boundary else b"\n\n"
-        self.record.observer.error_type = self.record.observer.error_type or error_type
+        prefix = b"" if self._observer.at_boundary else b"\n\n"
+        self._observer.error_type = self._observer.error_type or error_type
         await self._send(
             {
                 "type": "http.response.body",
@@ -344,7 +344,7 @@ class StreamRelay:
         else:
             self._idle_ticks += 1
             idle = self._idle_ticks * self._tick >= settings.keepalive_seconds
-            if idle and self.record.observer.at_boundary:
+            if idle and self._observer.at_boundary:
                 self._idle_ticks = 0
                 try:
                     if self._direct is not None and self._direct.write(KEEPALIVE):
