@@ -18,13 +18,21 @@ by the one task that made it.
 from __future__ import annotations
 
 import logging
+import random
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk import trace as sdk_trace
-from opentelemetry.sdk.trace import Event, ReadableSpan, sampling
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    sampling,
+)
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -41,6 +49,7 @@ logger = logging.getLogger(__name__)
 # W3C Trace Context level 2's random-trace-id flag, set by the SDKs that know it (1.3x on).
 _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 _FLAGS = tuple(TraceFlags(bits) for bits in range(4))
+_UNSET = Status(StatusCode.UNSET)
 
 
 def light_tracer(provider: trace.TracerProvider, name: str, version: str | None = None) -> trace.Tracer:
@@ -60,8 +69,9 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     if not attributes:
         return {}
     out = dict(attributes)
-    if list in map(type, out.values()):  # the scan runs in C; lists are rare
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
+    for value in out.values():
+        if isinstance(value, list):  # rare: a type check a value once compiled (setup.py)
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
     return out
 
 
@@ -80,6 +90,34 @@ class _Tracer(trace.Tracer):
         # object (2 µs of a span's 7 to start). Any other sampler is asked.
         default = sampling.ParentBased(sampling.ALWAYS_ON)
         self._parent_decides = self._sampler.get_description() == default.get_description()  # type: ignore[no-untyped-call]
+        # The default generator's ids, drawn here: its two methods are Python calls a span.
+        self._random_ids = type(self._ids) is RandomIdGenerator
+        # The provider's processors, called one by one rather than through its multi-processor's
+        # loop, and on_start only where a processor has one (the local trace view and the batch
+        # exporter's do nothing): worked out again whenever a processor is added.
+        self._seen: tuple[SpanProcessor, ...] | None = None
+        self._starting: tuple[SpanProcessor, ...] = ()
+        self._ending: tuple[SpanProcessor, ...] = ()
+
+    def _hooks(self) -> tuple[tuple[SpanProcessor, ...], tuple[SpanProcessor, ...]]:
+        """The processors to call ``on_start`` and ``on_end`` on, in the provider's order."""
+        multi = self._processor
+        if type(multi) is not SynchronousMultiSpanProcessor:  # another provider's: call it as it is
+            return (multi,), (multi,)
+        current: tuple[SpanProcessor, ...] = multi._span_processors
+        if current is not self._seen:
+            self._starting = tuple(p for p in current if type(p).on_start is not SpanProcessor.on_start)
+            self._ending = tuple(p for p in current if type(p).on_end is not SpanProcessor.on_end)
+            self._seen = current
+        return self._starting, self._ending
+
+    def _new_id(self, bits: int) -> int:
+        if not self._random_ids:
+            return self._ids.generate_trace_id() if bits == 128 else self._ids.generate_span_id()
+        value = random.getrandbits(bits)
+        while not value:  # 0 is the invalid id
+            value = random.getrandbits(bits)
+        return value
 
     def start_span(
         self,
@@ -98,7 +136,7 @@ class _Tracer(trace.Tracer):
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = self._ids.generate_trace_id()
+            trace_id = self._new_id(128)
         else:
             trace_id = parent.trace_id
         links = links or ()
@@ -112,7 +150,7 @@ class _Tracer(trace.Tracer):
             state, attributes = result.trace_state, result.attributes
         ctx = SpanContext(
             trace_id,
-            self._ids.generate_span_id(),
+            self._new_id(64),
             is_remote=False,
             trace_flags=_FLAGS[
                 (TraceFlags.SAMPLED if sampled else 0)
@@ -124,7 +162,8 @@ class _Tracer(trace.Tracer):
             return NonRecordingSpan(ctx)
         span = _Span(name, ctx, parent, kind, _plain(attributes), tuple(links), self)
         span._start_time = start_time if start_time is not None else time_ns()
-        self._processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        for processor in self._hooks()[0]:
+            processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span
 
     def start_as_current_span(  # type: ignore[override]
@@ -169,18 +208,21 @@ class _Span(trace.Span, ReadableSpan):
         links: tuple[trace.Link, ...],
         tracer: _Tracer,
     ) -> None:
-        ReadableSpan.__init__(
-            self,
-            name,
-            ctx,
-            parent,
-            tracer._resource,
-            attributes,
-            BoundedList(tracer._limits.max_events),
-            links,
-            kind,
-            instrumentation_scope=tracer._scope,
-        )
+        # ReadableSpan's fields, set as its __init__ sets them (one Python call less a span),
+        # but the events: a BoundedList (a deque and a lock) only once there is one.
+        self._name = name
+        self._context = ctx
+        self._kind = kind
+        self._instrumentation_info = None
+        self._instrumentation_scope = tracer._scope
+        self._parent = parent
+        self._start_time: int | None = None
+        self._end_time: int | None = None
+        self._attributes = attributes
+        self._events: Sequence[Event] = ()
+        self._links = links
+        self._resource = tracer._resource
+        self._status = _UNSET
         self._tracer = tracer
 
     def get_span_context(self) -> SpanContext:
@@ -211,10 +253,12 @@ class _Span(trace.Span, ReadableSpan):
         """Add an event (time now unless given)."""
         if not self._open("add_event"):
             return
-        attrs = self._tracer.bounded(_plain(attributes), self._tracer._limits.max_event_attributes)
-        self._events.append(  # type: ignore[attr-defined]
-            Event(name, attrs, time_ns() if timestamp is None else timestamp)
-        )
+        tracer = self._tracer
+        attrs = tracer.bounded(_plain(attributes), tracer._limits.max_event_attributes)
+        events = self._events
+        if not isinstance(events, BoundedList):
+            events = self._events = BoundedList(tracer._limits.max_events)
+        events.append(Event(name, attrs, time_ns() if timestamp is None else timestamp))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         """Links are taken at start only (the gateway adds none later)."""
@@ -252,4 +296,5 @@ class _Span(trace.Span, ReadableSpan):
         self._end_time = end_time if end_time is not None else time_ns()
         tracer = self._tracer
         self._attributes = tracer.bounded(self._attributes, tracer._limits.max_span_attributes)  # type: ignore[arg-type]
-        tracer._processor.on_end(self)
+        for processor in tracer._hooks()[1]:
+            processor.on_end(self)

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -169,3 +170,57 @@ def test_children_share_the_trace_and_point_at_their_parent() -> None:
 def test_a_provider_that_is_not_the_sdks_keeps_its_tracer() -> None:
     noop = trace.NoOpTracerProvider()
     assert type(light_tracer(noop, "t")) is type(noop.get_tracer("t"))
+
+
+def test_every_processor_is_called_even_one_added_later() -> None:
+    """``on_end`` reaches each processor, ``on_start`` those that have one, whenever added."""
+
+    class Hooks(SpanProcessor):
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.calls.append(("start", span.name))
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.calls.append(("end", span.name))
+
+    class EndOnly(SpanProcessor):
+        def __init__(self) -> None:
+            self.ended: list[str] = []
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.ended.append(span.name)
+
+    provider = TracerProvider()
+    first = EndOnly()
+    provider.add_span_processor(first)
+    tracer = light_tracer(provider, "t")
+    tracer.start_span("a").end()
+    hooks = Hooks()
+    provider.add_span_processor(hooks)
+    tracer.start_span("b").end()
+    assert first.ended == ["a", "b"]
+    assert hooks.calls == [("start", "b"), ("end", "b")]
+
+
+def test_the_providers_id_generator_is_used() -> None:
+    class Fixed(IdGenerator):
+        def generate_span_id(self) -> int:
+            return 7
+
+        def generate_trace_id(self) -> int:
+            return 9
+
+    span = light_tracer(TracerProvider(id_generator=Fixed()), "t").start_span("s")
+    ctx = span.get_span_context()
+    assert (ctx.trace_id, ctx.span_id) == (9, 7)
+
+
+def test_a_span_without_events_exports_none() -> None:
+    def script(tracer: trace.Tracer) -> None:
+        tracer.start_span("quiet", attributes={"a": 1}).end()
+
+    assert both(script)[0]["events"] == []
+    (span,) = export(script, light=True)
+    assert (span.events, span.dropped_events) == ((), 0)
