@@ -198,6 +198,7 @@ class StreamRelay:
         self._hub.add(self, record.route)
         outcome: str = "gateway_error"
         error_type: str | None = "internal"
+        complete = False  # the response ends with its last message: the listener ends by itself
         try:
             why = await self._end
             if why == "upstream":
@@ -212,18 +213,26 @@ class StreamRelay:
                 record.disconnect_phase = (
                     "before_first_token" if record.first_written is None else "mid_stream"
                 )
+            complete = outcome != "client_disconnect"
         finally:
             # Nothing here awaits the cancelled: their results matter to no one, and a task
             # per stream less to wait for is time saved on every stream.
             self._hub.discard(self, record.route)
             self._halt()
             self._timer.cancel()
-            listener.cancel()
+            if not complete:
+                listener.cancel()
             if self._flush is not None:
                 self._flush.cancel()
             await record.finish(outcome, error_type)
-        if outcome != "client_disconnect":
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if complete:
+            try:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                # uvicorn's send of the last message wakes the listener (its receive() answers
+                # http.disconnect once the response is complete), which then ends before this
+                # runs: no cancellation thrown through its frames. Another server's is cancelled.
+                loop.call_soon(listener.cancel)
 
     def _decide(self, why: str) -> None:
         if not self._end.done():

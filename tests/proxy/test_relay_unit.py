@@ -101,6 +101,35 @@ async def test_a_failing_send_still_ends_with_an_error_event() -> None:
     assert metrics.requests.labels("/v1/messages", "gateway_error")._value.get() == 1
 
 
+async def test_the_listener_ends_with_the_response_or_is_cancelled() -> None:
+    """A server whose receive() answers once the response is complete (uvicorn's does) lets the
+    disconnect listener end by itself, no cancellation thrown in; another server's is cancelled."""
+    for answers in (True, False):
+        relay, _, hub = relay_for(FakeResponse([START, DELTA, STOP]))
+        complete = asyncio.Event()
+        seen: list[str] = []
+
+        async def receive(answers: bool = answers, complete: asyncio.Event = complete,
+                          seen: list[str] = seen) -> dict[str, Any]:
+            try:
+                await (complete.wait() if answers else asyncio.sleep(3600))
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            seen.append("answered")
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any], complete: asyncio.Event = complete) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete.set()  # as uvicorn's send marks the response complete
+
+        await asyncio.wait_for(relay({"type": "http"}, receive, send), 5)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert seen == (["answered"] if answers else ["cancelled"])
+        assert not hub.live
+
+
 async def test_keepalive_only_between_events_and_drain_abort() -> None:
     """A quiet upstream gets keepalive comments; a drain abort ends it with a retryable error."""
     resp = FakeResponse([START], then=3600)
