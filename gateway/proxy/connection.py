@@ -118,6 +118,10 @@ class Connection(asyncio.Protocol):
         self._chunked = self._between_chunks = False
         self._parser: httptools.HttpResponseParser | _Idle = _IDLE
         self._feed_data: Callable[[bytes], None] = _IDLE.feed_data  # the parser's, looked up once
+        # One parser for the connection's responses, as uvicorn keeps one for its requests: it
+        # starts the next message where the last one completed (a connection is only reused
+        # after a complete keep-alive response), and making one looks up its eight callbacks.
+        self._own_parser: httptools.HttpResponseParser | None = None
         self._head: asyncio.Future[Response] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._sink: Sink | None = None
@@ -140,7 +144,10 @@ class Connection(asyncio.Protocol):
     async def send(self, payload: bytes, idle_timeout: float) -> Response:
         """Write a request; return its response once the head is in."""
         assert self._transport is not None
-        self._parser = parser = httptools.HttpResponseParser(self)
+        parser = self._own_parser
+        if parser is None:
+            parser = self._own_parser = httptools.HttpResponseParser(self)
+        self._parser = parser
         self._feed_data = parser.feed_data
         self._headers, self._buffer, self._sink, self._done, self._error = [], [], None, None, None
         self._in_flight, self._complete, self.nothing_received = True, False, True

@@ -121,6 +121,33 @@ async def test_content_length_and_close_delimited_bodies() -> None:
         await http.close()
 
 
+async def test_one_connection_parses_reply_after_reply() -> None:
+    """A kept-alive connection's replies, framed one way then the other, each parse whole."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        for n in range(4):
+            await read_request(reader)
+            if n % 2:
+                writer.write(SSE_HEAD + chunk(b"event: e\ndata: %d\n\n" % n) + b"0\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\nx-n: %d\r\n\r\n#%d" % (n, n))
+            await writer.drain()
+
+    server = Server(handler)
+    async with server as url:
+        http = client()
+        for n in range(4):
+            resp = await http.request("POST", url + "/x", [], b"{}")
+            body = await resp.read()
+            resp.close()
+            if n % 2:
+                assert (resp.status, body) == (200, b"event: e\ndata: %d\n\n" % n)
+            else:
+                assert (resp.status, body, resp.header(b"x-n")) == (201, b"#%d" % n, str(n))
+        await http.close()
+    assert server.connections == 1
+
+
 async def test_a_kept_alive_connection_closed_by_the_server_is_replaced() -> None:
     """The server drops a pooled connection as the next request arrives: retried on a new one."""
 
