@@ -6,8 +6,9 @@ endings) costs a few byte tests and a ``memchr``; a run of deltas in a bigger re
 ``bytes.count`` calls over the run: no JSON, no event objects. Every other event
 (``message_start``, block starts and stops, ``message_delta``, ``error``, ``ping``) is rare:
 one in Anthropic's shape (an ``event:`` and a ``data:`` line) is split with byte scans, any other
-through the full ``SSEDecoder``, and only the few that carry figures are parsed as JSON. A
-stream using CR line endings switches to the decoder for good, so the result is the same as
+through the full ``SSEDecoder``, and only the few that carry figures are parsed as JSON
+(``message_start`` and ``message_delta`` into structs of just the figures read, ``reply_shapes``).
+A stream using CR line endings switches to the decoder for good, so the result is the same as
 decoding everything, whatever the chunk boundaries.
 
 Usage follows Anthropic: ``message_start`` carries the first figures and each ``message_delta``
@@ -23,6 +24,8 @@ from typing import Any, Final
 
 import msgspec
 
+from gateway.proxy.reply_shapes import Message, decode_message, decode_message_delta, decode_message_start
+from gateway.proxy.reply_shapes import Usage as UsageFigures
 from gateway.proxy.sse import ServerSentEvent, SSEDecoder
 from gateway.telemetry.pricing import Usage
 
@@ -177,6 +180,22 @@ class StreamObserver:
         self._others += 1
         if name == "message_stop":
             self.completed = True
+        elif name == "message_start":
+            try:
+                start = decode_message_start(data)
+            except ValueError:  # msgspec's DecodeError and ValidationError are ones
+                return
+            if start.message is not None:
+                self._message(start.message)
+        elif name == "message_delta":
+            try:
+                delta = decode_message_delta(data)
+            except ValueError:
+                return
+            self.saw_message_delta = True
+            self._usage(delta.usage)
+            if delta.delta is not None and delta.delta.stop_reason:
+                self.stop_reason = delta.delta.stop_reason
         elif self._wants(name, data):
             try:
                 payload = msgspec.json.decode(data)
@@ -199,15 +218,32 @@ class StreamObserver:
             return b"tool_use" in data
         if name == "content_block_stop":
             return any(tool.stopped is None for tool in self.tools)
-        return name in {"message_start", "message_delta", "error"}
+        return name == "error"
+
+    def _message(self, message: Message) -> None:
+        self.message_id = message.id or ""
+        self.model = message.model or ""
+        self._usage(message.usage)
+
+    def _usage(self, figures: UsageFigures | None) -> None:
+        """Take the figures an Anthropic ``usage`` object holds (cumulative: they replace)."""
+        if figures is None:
+            return
+        usage = self.usage
+        if figures.input_tokens is not None:
+            usage.input_tokens = figures.input_tokens
+        if figures.output_tokens is not None:
+            usage.output_tokens = figures.output_tokens
+        if figures.cache_read_input_tokens is not None:
+            usage.cache_read_tokens = figures.cache_read_input_tokens
+        if figures.cache_creation_input_tokens is not None:
+            usage.cache_write_tokens = figures.cache_creation_input_tokens
+        creation = figures.cache_creation
+        if creation is not None and creation.ephemeral_1h_input_tokens is not None:
+            usage.cache_write_1h_tokens = creation.ephemeral_1h_input_tokens
 
     def _rare(self, name: str, payload: dict[str, Any]) -> None:
-        if name == "message_start":
-            message = payload.get("message") or {}
-            self.message_id = str(message.get("id", ""))
-            self.model = str(message.get("model", ""))
-            self.usage.update(message.get("usage") or {})
-        elif name == "content_block_start":
+        if name == "content_block_start":
             block = payload.get("content_block") or {}
             if block.get("type") in {"tool_use", "server_tool_use"}:
                 self.tools.append(
@@ -223,14 +259,6 @@ class StreamObserver:
             for tool in self.tools:
                 if tool.index == index and tool.stopped is None:
                     tool.stopped = time.perf_counter()
-        elif name == "message_delta":
-            self.saw_message_delta = True
-            self.usage.update(payload.get("usage") or {})
-            reason = (payload.get("delta") or {}).get("stop_reason")
-            if reason:
-                self.stop_reason = str(reason)
-        elif name == "message_stop":
-            self.completed = True
         elif name == "error":
             error = payload.get("error") or {}
             self.error_type = str(error.get("type", "api_error"))
@@ -239,20 +267,18 @@ class StreamObserver:
     def observe_message(self, payload: bytes) -> None:
         """Take id, model, usage and stop reason from a non-streaming reply (one parse per reply)."""
         try:
-            message = msgspec.json.decode(payload)
+            message = decode_message(payload)
         except ValueError:
             return
-        if not isinstance(message, dict):
-            return
-        self._rare("message_start", {"message": message})
-        if self.capture:
+        self._message(message)
+        if self.capture:  # the content too, decoded whole only then
             self.output_text = [
                 str(b.get("text", ""))
-                for b in message.get("content") or []
+                for b in msgspec.json.decode(payload).get("content") or []
                 if isinstance(b, dict) and b.get("type") == "text"
             ]
         self.saw_message_delta = True
-        self.stop_reason = message.get("stop_reason")
+        self.stop_reason = message.stop_reason
         self.completed = True
 
     def final_usage(self) -> Usage:

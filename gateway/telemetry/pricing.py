@@ -54,20 +54,6 @@ class Usage:
         """Input, cache reads and cache writes: the prompt size price tiers look at."""
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
 
-    def update(self, raw: dict[str, Any]) -> None:
-        """Overwrite the fields present in an Anthropic ``usage`` object (they are cumulative)."""
-        if (v := raw.get("input_tokens")) is not None:
-            self.input_tokens = int(v)
-        if (v := raw.get("output_tokens")) is not None:
-            self.output_tokens = int(v)
-        if (v := raw.get("cache_read_input_tokens")) is not None:
-            self.cache_read_tokens = int(v)
-        if (v := raw.get("cache_creation_input_tokens")) is not None:
-            self.cache_write_tokens = int(v)
-        creation = raw.get("cache_creation")
-        if isinstance(creation, dict) and (v := creation.get("ephemeral_1h_input_tokens")) is not None:
-            self.cache_write_1h_tokens = int(v)
-
 
 @dataclass(frozen=True, slots=True)
 class Rates:

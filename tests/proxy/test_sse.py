@@ -81,6 +81,45 @@ def test_observer_reads_usage_tools_and_stop(crlf: bool) -> None:
     assert obs.at_boundary
 
 
+def test_observer_takes_every_usage_figure_and_shrugs_off_odd_ones() -> None:
+    """Cache writes (and their 1-hour part) are read; null fields, counts written as strings and
+    fields it does not know are taken as Anthropic means them; a figure of the wrong kind costs
+    that event's figures, never the stream."""
+    obs = StreamObserver()
+    obs.feed(
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_2","model":null,'
+        b'"content":[{"type":"text","text":"x"}],"usage":{"input_tokens":"7","cache_creation_input_tokens":5,'
+        b'"cache_creation":{"ephemeral_5m_input_tokens":1,"ephemeral_1h_input_tokens":4},"service_tier":"standard"}}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+        b'"usage":{"output_tokens":{"not":"a count"}}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":null},'
+        b'"usage":{"output_tokens":9}}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    usage = obs.final_usage()
+    assert (obs.message_id, obs.model) == ("msg_2", "")
+    assert (usage.input_tokens, usage.output_tokens) == (7, 9)
+    assert (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (5, 4)
+    assert obs.saw_message_delta
+    assert obs.stop_reason is None  # the event that named it was the malformed one
+    assert obs.completed
+
+
+def test_observer_reads_a_whole_reply() -> None:
+    obs = StreamObserver(capture=True)
+    obs.observe_message(
+        b'{"id":"msg_3","type":"message","model":"m","stop_reason":"max_tokens","content":'
+        b'[{"type":"text","text":"hi"},{"type":"tool_use","id":"t","name":"n","input":{}}],'
+        b'"usage":{"input_tokens":3,"output_tokens":2,"cache_read_input_tokens":1}}'
+    )
+    assert (obs.message_id, obs.model, obs.stop_reason, obs.output_text) == ("msg_3", "m", "max_tokens", ["hi"])
+    assert (obs.usage.input_tokens, obs.usage.output_tokens, obs.usage.cache_read_tokens) == (3, 2, 1)
+    assert obs.completed
+    broken = StreamObserver()
+    broken.observe_message(b'["not", "a message"]')
+    assert not broken.completed
+
+
 def test_observer_counts_a_cut_stream_as_a_lower_bound() -> None:
     """Without message_delta, the relayed deltas stand in for output tokens."""
     obs = StreamObserver()
