@@ -93,8 +93,8 @@ class _Tracer(trace.Tracer):
         # The default generator's ids, drawn here: its two methods are Python calls a span.
         self._random_ids = type(self._ids) is RandomIdGenerator
         # The provider's processors, called one by one rather than through its multi-processor's
-        # loop, and on_start only where a processor has one (the local trace view and the batch
-        # exporter's do nothing): worked out again whenever a processor is added.
+        # loop, and on_start only where a processor defines one (the local trace view does
+        # not): worked out again whenever a processor is added.
         self._seen: tuple[SpanProcessor, ...] | None = None
         self._starting: tuple[SpanProcessor, ...] = ()
         self._ending: tuple[SpanProcessor, ...] = ()
