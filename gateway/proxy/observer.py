@@ -24,8 +24,13 @@ from typing import Any, Final
 
 import msgspec
 
-from gateway.proxy.reply_shapes import Message, decode_message, decode_message_delta, decode_message_start
-from gateway.proxy.reply_shapes import Usage as UsageFigures
+from gateway.proxy.reply_shapes import (
+    Message,
+    UsageFigures,
+    decode_message,
+    decode_message_delta,
+    decode_message_start,
+)
 from gateway.proxy.sse import ServerSentEvent, SSEDecoder
 from gateway.telemetry.pricing import Usage
 

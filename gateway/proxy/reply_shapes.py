@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ("Message", "Usage", "decode_message", "decode_message_delta", "decode_message_start")
+__all__ = ("Message", "UsageFigures", "decode_message", "decode_message_delta", "decode_message_start")
 
 
 class CacheCreation(msgspec.Struct):
@@ -22,7 +22,7 @@ class CacheCreation(msgspec.Struct):
     ephemeral_1h_input_tokens: int | None = None
 
 
-class Usage(msgspec.Struct):
+class UsageFigures(msgspec.Struct):
     """A ``usage`` object; a figure it does not carry is None (the previous one stands)."""
 
     input_tokens: int | None = None
@@ -37,7 +37,7 @@ class Message(msgspec.Struct):
 
     id: str | None = None
     model: str | None = None
-    usage: Usage | None = None
+    usage: UsageFigures | None = None
     stop_reason: str | None = None
 
 
@@ -57,7 +57,7 @@ class MessageDelta(msgspec.Struct):
     """A ``message_delta`` event's data: the stop reason and the cumulative usage."""
 
     delta: StopReason | None = None
-    usage: Usage | None = None
+    usage: UsageFigures | None = None
 
 
 decode_message = msgspec.json.Decoder(Message, strict=False).decode

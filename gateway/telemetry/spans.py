@@ -75,6 +75,14 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _random_id(bits: int) -> int:
+    """What the SDK's ``RandomIdGenerator`` draws: random bits, never 0 (the invalid id)."""
+    value = random.getrandbits(bits)
+    while not value:
+        value = random.getrandbits(bits)
+    return value
+
+
 class _Tracer(trace.Tracer):
     def __init__(self, sdk: sdk_trace.Tracer) -> None:
         self._sampler = sdk.sampler
@@ -111,13 +119,11 @@ class _Tracer(trace.Tracer):
             self._seen = current
         return self._starting, self._ending
 
-    def _new_id(self, bits: int) -> int:
-        if not self._random_ids:
-            return self._ids.generate_trace_id() if bits == 128 else self._ids.generate_span_id()
-        value = random.getrandbits(bits)
-        while not value:  # 0 is the invalid id
-            value = random.getrandbits(bits)
-        return value
+    def _trace_id(self) -> int:
+        return _random_id(128) if self._random_ids else self._ids.generate_trace_id()
+
+    def _span_id(self) -> int:
+        return _random_id(64) if self._random_ids else self._ids.generate_span_id()
 
     def start_span(
         self,
@@ -136,7 +142,7 @@ class _Tracer(trace.Tracer):
         parent: SpanContext | None = trace.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:
             parent = None
-            trace_id = self._new_id(128)
+            trace_id = self._trace_id()
         else:
             trace_id = parent.trace_id
         links = links or ()
@@ -150,7 +156,7 @@ class _Tracer(trace.Tracer):
             state, attributes = result.trace_state, result.attributes
         ctx = SpanContext(
             trace_id,
-            self._new_id(64),
+            self._span_id(),
             is_remote=False,
             trace_flags=_FLAGS[
                 (TraceFlags.SAMPLED if sampled else 0)
