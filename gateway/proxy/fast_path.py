@@ -23,8 +23,9 @@ from litestar import Request
 
 from gateway.errors import GatewayError
 from gateway.handlers import exception_handlers
-from gateway.proxy.guard import MessagesRequest, check_policy
-from gateway.proxy.routes import open_messages
+from gateway.proxy.guard import check_policy
+from gateway.proxy.messages import open_messages
+from gateway.proxy.request_shapes import MessagesRequest
 
 if TYPE_CHECKING:
     from litestar import Litestar

@@ -1,17 +1,15 @@
-"""Everything checked before an upstream call: body shape, auth, policy, limits.
+"""Everything checked before an upstream call: auth, policy, limits.
 
-The request bodies are msgspec structs: Litestar decodes them (and serves their JSON schema in
-the OpenAPI document), unknown fields are kept in the raw bytes that are forwarded unchanged.
-Every refusal is a ``RequestRejected`` whose handler answers with Anthropic's error shape and
-counts ``claude_gateway_rejected_total{reason}``; nothing refused here reaches the upstream.
+The body's shape is checked by decoding it into ``request_shapes``' structs. Every refusal is a
+``RequestRejected`` whose handler answers with Anthropic's error shape and counts
+``claude_gateway_rejected_total{reason}``; nothing refused here reaches the upstream. Compiled
+(``setup.py``): a stream's admission runs here, before its first byte.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import RequestRejected
 from gateway.security.limits import Lease
@@ -23,35 +21,7 @@ if TYPE_CHECKING:
     from gateway.security.limits import Limiter
     from gateway.settings import Settings
 
-__all__ = ("Admission", "CountTokensRequest", "MessagesRequest", "admit", "check_key", "check_policy")
-
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-
-
-class InputMessage(msgspec.Struct, forbid_unknown_fields=False):
-    """One turn of ``messages``."""
-
-    role: Literal["user", "assistant"]
-    content: str | list[dict[str, Any]]
-
-
-class MessagesRequest(msgspec.Struct, forbid_unknown_fields=False):
-    """The fields of a Messages API request the gateway checks; the rest pass through."""
-
-    model: NonEmpty
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
-    messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1)]
-    stream: bool = False
-    system: str | list[dict[str, Any]] | None = None
-    tools: list[dict[str, Any]] | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class CountTokensRequest(msgspec.Struct, forbid_unknown_fields=False):
-    """The fields of a count_tokens request the gateway checks."""
-
-    model: NonEmpty
-    messages: Annotated[list[InputMessage], msgspec.Meta(min_length=1)]
+__all__ = ("Admission", "admit", "check_key", "check_policy")
 
 
 @dataclass(slots=True)

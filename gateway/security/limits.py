@@ -24,7 +24,6 @@ dead server does not add its timeout to every request.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import os
 import time
@@ -179,9 +178,10 @@ class Limiter:
         self._window = window
         self._on_error = on_error
         # Unique across replicas sharing Redis: a random prefix drawn once, then a counter
-        # (not a random draw, a system call, per stream).
-        prefix = os.urandom(6).hex()
-        self._ids = (f"{prefix}:{n}" for n in itertools.count())
+        # (not a random draw, a system call, per stream). A plain attribute: compiled
+        # (setup.py), a generator expression over itertools.count() never returned.
+        self._prefix = os.urandom(6).hex()
+        self._issued = 0
         self._active: dict[str, int] = {}
         self._skip_until = 0.0
 
@@ -200,7 +200,8 @@ class Limiter:
 
     async def acquire(self, key_id: str) -> Lease | Rejection:
         """Take a concurrent-stream slot for ``key_id``."""
-        lease_id = next(self._ids)
+        lease_id = f"{self._prefix}:{self._issued}"
+        self._issued += 1
         if self._skipping():
             return self._lease(key_id, lease_id, held=False)
         try:

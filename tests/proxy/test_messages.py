@@ -1,11 +1,11 @@
-"""``request_id``: the client's (or nginx's) id when it is sane, else a new one per request."""
+"""``request_id`` (proxy/messages.py): the client's (or nginx's) id when it is sane, else a new one per request."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from gateway.proxy.routes import request_id
+from gateway.proxy.messages import request_id
 
 
 def scope(*headers: tuple[bytes, bytes]) -> Any:
