@@ -2,10 +2,10 @@
 
 Why: a paced stream wakes the gateway once per event, and each wake-up ran about 140 bytecodes
 of these modules in four Python frames. Compiled, the same source runs as C calls on native
-classes (docs/performance.md, "Compiled modules"). They are the project's own mypy-strict
-modules, so nothing is written twice: ``GATEWAY_COMPILE=0 pip install .`` installs the same
-modules as plain Python, for a platform without a C compiler or for a debugger or coverage
-tracer that must step through them.
+classes (docs/performance.md, "Where the time goes", Done 15). They are the project's own
+mypy-strict modules, so nothing is written twice: ``GATEWAY_COMPILE=0 pip install .`` installs
+the same modules as plain Python, for a platform without a C compiler or for a debugger or
+coverage tracer that must step through them.
 
 An editable install (``make``) puts the compiled modules beside their sources, where they take
 precedence: the Makefile reinstalls when one of them changes, and
@@ -19,8 +19,10 @@ import os
 from setuptools import setup
 
 #: Compiled: the relay's per-event path and the per-stream path beside it. Not the Litestar
-#: routes (Litestar reads their signatures), nor the request models (msgspec reads their
-#: annotations), nor the modules a stream never enters.
+#: routes (Litestar reads their signatures), nor the request and reply models (msgspec reads
+#: their annotations), nor the modules a stream never enters. Two more traps of the compiler
+#: (mypy 2.4.1): a property that subclasses override, read on an exception class, segfaults
+#: (read it through ``Any``); a generator expression over an endless iterator never returns.
 COMPILED = [
     "gateway/errors.py",
     "gateway/proxy/chunked.py",

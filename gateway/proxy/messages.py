@@ -1,8 +1,8 @@
 """A checked Messages request, from admission to the reply: the path of every stream.
 
 Shared by the Litestar route (``routes.create_message``) and the fast path
-(``fast_path.MessagesFastPath``). Compiled (``setup.py``): it runs once a stream, before the
-stream's first byte, where interpreted code ran cold.
+(``fast_path.MessagesFastPath``). Compiled (``setup.py``), as are the checks it calls: it runs
+once a stream, before the stream's first byte, on a cold cache.
 """
 
 from __future__ import annotations
