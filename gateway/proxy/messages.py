@@ -107,7 +107,7 @@ async def open_messages(
     record.request_id = resp.header(b"request-id")
     extra = [(b"x-request-id", rid.encode())]
     if data.stream and resp.content_type == "text/event-stream":
-        return Released(StreamRelay(resp, record, state.hub, extra), admission.release)
+        return _Released(StreamRelay(resp, record, state.hub, extra), admission.release)
     try:
         payload = await resp.read()
     finally:
@@ -123,7 +123,7 @@ async def open_messages(
     )
 
 
-class Released:
+class _Released:
     """Run an ASGI app, then release the stream's concurrency slot, whatever happened."""
 
     __slots__ = ("_app", "_release")
