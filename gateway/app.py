@@ -47,8 +47,8 @@ from gateway.telemetry.logs import configure_logging, get_logger
 from gateway.telemetry.metrics import ROUTE_MESSAGES, GatewayMetrics
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.server_span import ServerSpanMiddleware
-from gateway.telemetry.spans import light_tracer
-from gateway.telemetry.stream import Telemetry
+from gateway.telemetry.spans import SpanBatch, light_tracer
+from gateway.telemetry.stream import FLUSH_SECONDS, Telemetry
 from gateway.telemetry.tool_latency import create_tool_correlation
 from gateway.telemetry.tracing import RecentTraces, build_tracer_provider
 
@@ -126,18 +126,18 @@ def create_app(
     ver = package_version()
     registry = registry if registry is not None else CollectorRegistry()
     recent = RecentTraces(settings.trace_view_size) if settings.trace_view_size else None
-    if tracer_provider is None:
-        tracer_provider = build_tracer_provider(
-            os.environ if environ is None else environ, version=ver, recent=recent
-        )
-    elif recent is not None:
-        tracer_provider.add_span_processor(recent)
-    provider = tracer_provider
-    # The server span wraps Litestar's routes and the fast path alike.
-    span = partial(ServerSpanMiddleware, tracer_provider=provider) if settings.telemetry else None
-    middleware = (
-        [DefineMiddleware(ServerSpanMiddleware, tracer_provider=provider)] if settings.telemetry else []
+    provider = tracer_provider or build_tracer_provider(
+        os.environ if environ is None else environ, version=ver, recent=recent
     )
+    if tracer_provider is not None and recent is not None:
+        tracer_provider.add_span_processor(recent)
+    # Ended spans reach the processors with the stream telemetry's batch (Telemetry.flush).
+    spans = SpanBatch(FLUSH_SECONDS)
+    # The server span wraps Litestar's routes and the fast path alike.
+    span = (
+        partial(ServerSpanMiddleware, tracer_provider=provider, batch=spans) if settings.telemetry else None
+    )
+    middleware = [DefineMiddleware(span)] if span is not None else []
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -168,7 +168,8 @@ def create_app(
         )
         telemetry = Telemetry(
             metrics=metrics,
-            tracer=light_tracer(provider, "gateway", ver) if settings.telemetry else None,
+            tracer=light_tracer(provider, "gateway", ver, batch=spans) if settings.telemetry else None,
+            spans=spans,
             prices=PriceTable.load(settings.prices_file or None),
             correlation=correlation,
             capture_content=settings.capture_content,

@@ -92,7 +92,9 @@ class AgentRunner:
         self.hub = hub
         self.default_model = "claude-sonnet-5-5"
         self.runs: dict[str, AgentRun] = {}
-        self._tracer = light_tracer(provider, "gateway.agent") if settings.telemetry else None
+        self._tracer = (
+            light_tracer(provider, "gateway.agent", batch=telemetry.spans) if settings.telemetry else None
+        )
         self.store: EventStore | None = None
         self.tools: ToolRegistry | None = None
 

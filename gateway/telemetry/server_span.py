@@ -37,6 +37,8 @@ from gateway.telemetry.spans import light_tracer
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
 
+    from gateway.telemetry.spans import SpanBatch
+
 __all__ = ("ServerSpanMiddleware",)
 
 _ATTRIBUTE_HEADERS = frozenset({b"host", b"user-agent"})
@@ -52,11 +54,12 @@ class ServerSpanMiddleware:
     Args:
         app: The ASGI app to wrap.
         tracer_provider: Where the spans go.
+        batch: Where ended spans wait for the processors (at once without one).
     """
 
-    def __init__(self, app: Any, *, tracer_provider: TracerProvider) -> None:  # noqa: ANN401 - ASGI
+    def __init__(self, app: Any, *, tracer_provider: TracerProvider, batch: SpanBatch | None = None) -> None:  # noqa: ANN401 - ASGI
         self.app = app
-        self._tracer = light_tracer(tracer_provider, __name__)
+        self._tracer = light_tracer(tracer_provider, __name__, batch=batch)
         _OpenTelemetrySemanticConventionStability._initialize()  # type: ignore[no-untyped-call]
         self._mode = _OpenTelemetrySemanticConventionStability._get_opentelemetry_stability_opt_in_mode(
             _OpenTelemetryStabilitySignalType.HTTP

@@ -13,10 +13,16 @@ local trace view get ``ReadableSpan`` objects as before), and the exception even
 (the SDK's own ``record_exception``). What it leaves out: the SDK's experimental pieces (its own
 span metrics, tracer configurators, the ``_on_ending`` hook) and thread safety: a span is used
 by the one task that made it.
+
+Given a ``SpanBatch``, an ended span reaches the processors later, with the other spans ended
+meanwhile: the stream telemetry's batch (``gateway.telemetry.stream``) runs warm where one
+stream's span end runs cold. The span's ``SpanContext`` (and its parent's) is built then too, or
+when asked for: a stream needs only the ids (its ``traceparent``), read by ``span_ids``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from time import time_ns
@@ -40,9 +46,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
     from opentelemetry.context import Context
+    from opentelemetry.trace import TraceState
     from opentelemetry.util.types import Attributes, AttributeValue
 
-__all__ = ("light_tracer",)
+__all__ = ("SpanBatch", "light_tracer", "span_ids")
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +59,72 @@ _FLAGS = tuple(TraceFlags(bits) for bits in range(4))
 _UNSET = Status(StatusCode.UNSET)
 
 
-def light_tracer(provider: trace.TracerProvider, name: str, version: str | None = None) -> trace.Tracer:
+def light_tracer(
+    provider: trace.TracerProvider, name: str, version: str | None = None, *, batch: SpanBatch | None = None
+) -> trace.Tracer:
     """A tracer for ``name`` making light spans; the provider's own tracer when it is not the SDK's.
 
     Args:
         provider: The tracer provider (its sampler, ids, resource, limits and processors serve).
         name: Instrumentation scope name.
         version: Instrumentation scope version.
+        batch: Where ended spans wait for the processors; without one they reach them at once.
     """
     sdk = provider.get_tracer(name, version)
-    return _Tracer(sdk) if isinstance(sdk, sdk_trace.Tracer) else sdk
+    return _Tracer(sdk, batch) if isinstance(sdk, sdk_trace.Tracer) else sdk
+
+
+def span_ids(span: trace.Span) -> tuple[int, int, int, TraceState | None] | None:
+    """Trace id, span id, trace flags and trace state of ``span``; None when its context is invalid.
+
+    A light span's are read without building its ``SpanContext``, whose properties are Python
+    calls (``SpanContext`` is a tuple: its fields are read by index for the same reason).
+    """
+    if type(span) is _Span:
+        return span._trace_id, span._span_id, span._flags, span._state
+    ctx = span.get_span_context()
+    if ctx is None or not ctx[5]:  # is_valid
+        return None
+    return ctx[0], ctx[1], ctx[3], ctx[4]
+
+
+class SpanBatch:
+    """Ended light spans, handed to the processors ``delay`` seconds after the first of a batch.
+
+    ``flush`` hands them over at once: before the local trace view is read and at shutdown.
+    Outside an event loop a span is handed over as it ends.
+
+    Args:
+        delay: Seconds an ended span may wait.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self._ended: list[_Span] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, span: _Span) -> None:
+        """Queue an ended span."""
+        self._ended.append(span)
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        """Hand every queued span to the processors now, in the order they ended."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        ended, self._ended = self._ended, []
+        for span in ended:
+            try:
+                span._deliver()
+            except Exception:  # one processor's failure must not lose the batch's other spans
+                logger.exception("A span processor failed on a span's end.")
 
 
 def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -84,7 +147,8 @@ def _random_id(bits: int) -> int:
 
 
 class _Tracer(trace.Tracer):
-    def __init__(self, sdk: sdk_trace.Tracer) -> None:
+    def __init__(self, sdk: sdk_trace.Tracer, batch: SpanBatch | None) -> None:
+        self._batch = batch
         self._sampler = sdk.sampler
         self._ids = sdk.id_generator
         self._resource = sdk.resource
@@ -139,37 +203,35 @@ class _Tracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         """Start a span, as ``opentelemetry.sdk.trace.Tracer.start_span`` does."""
-        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
-        if parent is None or not parent.is_valid:
-            parent = None
-            trace_id = self._trace_id()
-        else:
-            trace_id = parent.trace_id
+        current = trace.get_current_span(context)
+        ids = span_ids(current)
+        parent: _Span | SpanContext | None
+        if ids is None:
+            parent, trace_id, parent_flags, state = None, self._trace_id(), 0, None
+        else:  # a light parent is kept as it is: its SpanContext is built only if needed
+            parent = current if type(current) is _Span else current.get_span_context()
+            trace_id, _, parent_flags, state = ids
         links = links or ()
         if self._parent_decides:
-            sampled = recording = parent is None or parent.trace_flags.sampled
-            state = None if parent is None else parent.trace_state
+            sampled = recording = parent is None or bool(parent_flags & TraceFlags.SAMPLED)
         else:
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]
             recording = result.decision.is_recording()  # type: ignore[no-untyped-call]
             state, attributes = result.trace_state, result.attributes
-        ctx = SpanContext(
-            trace_id,
-            self._span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[
-                (TraceFlags.SAMPLED if sampled else 0)
-                | (self._root_random if parent is None else parent.trace_flags & _RANDOM)
-            ],
-            trace_state=state,
+        flags = (TraceFlags.SAMPLED if sampled else 0) | (
+            self._root_random if parent is None else parent_flags & _RANDOM
         )
         if not recording:
-            return NonRecordingSpan(ctx)
-        span = _Span(name, ctx, parent, kind, _plain(attributes), tuple(links), self)
-        span._start_time = start_time if start_time is not None else time_ns()
-        for processor in self._hooks()[0]:
-            processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+            return NonRecordingSpan(SpanContext(trace_id, self._span_id(), False, _FLAGS[flags], state))
+        attrs = _plain(attributes)
+        span = _Span(name, trace_id, self._span_id(), flags, state, parent, kind, attrs, links, self)
+        span._start_time = time_ns() if start_time is None else start_time
+        starting = self._hooks()[0]
+        if starting:
+            span._whole()  # a processor reading the span at its start finds its contexts
+            for processor in starting:
+                processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span
 
     def start_as_current_span(  # type: ignore[override]
@@ -202,38 +264,61 @@ class _Tracer(trace.Tracer):
 
 
 class _Span(trace.Span, ReadableSpan):
-    """A recording span that is its own ``ReadableSpan`` once ended."""
+    """A recording span that is its own ``ReadableSpan`` once ended.
+
+    Its ``SpanContext`` and its parent's are built when first asked for, or when it is handed to
+    the processors (``_deliver``); until then they are ids (module docstring).
+    """
 
     def __init__(
         self,
         name: str,
-        ctx: SpanContext,
-        parent: SpanContext | None,
+        trace_id: int,
+        span_id: int,
+        flags: int,
+        state: TraceState | None,
+        parent: _Span | SpanContext | None,
         kind: SpanKind,
         attributes: dict[str, Any],
-        links: tuple[trace.Link, ...],
+        links: Sequence[trace.Link],
         tracer: _Tracer,
     ) -> None:
         # ReadableSpan's fields, set as its __init__ sets them (one Python call less a span),
         # but the events: a BoundedList (a deque and a lock) only once there is one.
         self._name = name
-        self._context = ctx
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._flags = flags
+        self._state = state
+        self._context: SpanContext | None = None
         self._kind = kind
         self._instrumentation_info = None
         self._instrumentation_scope = tracer._scope
-        self._parent = parent
+        self._up = parent
+        self._parent: SpanContext | None = None
         self._start_time: int | None = None
         self._end_time: int | None = None
         self._attributes = attributes
         self._events: Sequence[Event] = ()
-        self._links = links
+        self._links = tuple(links)
         self._resource = tracer._resource
         self._status = _UNSET
         self._tracer = tracer
 
     def get_span_context(self) -> SpanContext:
         """The span's context."""
-        return self._context  # type: ignore[return-value]
+        ctx = self._context
+        if ctx is None:
+            ctx = self._context = SpanContext(
+                self._trace_id, self._span_id, False, _FLAGS[self._flags], self._state
+            )
+        return ctx
+
+    def _whole(self) -> None:
+        """Build the span's and its parent's ``SpanContext``, as ``ReadableSpan`` holds them."""
+        self.get_span_context()
+        up = self._up
+        self._parent = up.get_span_context() if type(up) is _Span else up  # type: ignore[assignment]
 
     def is_recording(self) -> bool:
         """True until the span ends."""
@@ -295,12 +380,21 @@ class _Span(trace.Span, ReadableSpan):
         sdk_trace.Span.record_exception(self, exception, attributes, timestamp, escaped)  # type: ignore[arg-type]
 
     def end(self, end_time: int | None = None) -> None:
-        """End the span and hand it to the span processors."""
+        """End the span: to the span processors now, or with its tracer's batch."""
         if self._end_time is not None:
             logger.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
+        batch = self._tracer._batch
+        if batch is None:
+            self._deliver()
+        else:
+            batch.add(self)
+
+    def _deliver(self) -> None:
+        """Make the span whole (contexts, bounded attributes) and hand it to the processors."""
         tracer = self._tracer
+        self._whole()
         self._attributes = tracer.bounded(self._attributes, tracer._limits.max_span_attributes)  # type: ignore[arg-type]
         for processor in tracer._hooks()[1]:
             processor.on_end(self)

@@ -33,10 +33,11 @@ from gateway.telemetry.logs import get_logger, stream_line_writer
 from gateway.telemetry.metrics import GatewayMetrics, observe
 from gateway.telemetry.models import normalize_model
 from gateway.telemetry.pricing import PriceTable
+from gateway.telemetry.spans import SpanBatch
 from gateway.telemetry.tool_latency import ToolCorrelation
 from gateway.telemetry.tracing import trace_headers
 
-# GatewayMetrics, PriceTable and ToolCorrelation are imported at run time although only
+# GatewayMetrics, PriceTable, SpanBatch and ToolCorrelation are imported at run time although only
 # annotations name them: compiled (setup.py), the dataclasses below look their field types up
 # when the module loads.
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class Telemetry:
     prices: PriceTable
     correlation: ToolCorrelation
     capture_content: bool = False
+    #: Where ended spans wait; flushed with the records, after them (their spans end there).
+    spans: SpanBatch | None = None
     #: Writes the ``stream.completed`` line; the JSON chain's own writer once logging is configured.
     write_line: Callable[[str, dict[str, Any]], None] = field(
         default_factory=lambda: stream_line_writer("gateway.stream")
@@ -141,6 +144,8 @@ class Telemetry:
         pending, self._pending = self._pending, []
         for record, outcome, error_type, end in pending:
             record.record(outcome, error_type, end)
+        if self.spans is not None:
+            self.spans.flush()
 
 
 class StreamRecord:

@@ -26,6 +26,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from gateway.telemetry.spans import span_ids
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -158,12 +160,13 @@ def trace_headers(span: trace.Span) -> list[tuple[bytes, bytes]]:
     """
     textmap = propagate.get_global_textmap()
     if _is_default(textmap) and not baggage.get_all():
-        ctx = span.get_span_context()
-        if not ctx.is_valid:
+        ids = span_ids(span)
+        if ids is None:
             return []
-        out = [(b"traceparent", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags))]
-        if ctx.trace_state:
-            out.append((b"tracestate", ctx.trace_state.to_header().encode("latin-1")))
+        trace_id, span_id, flags, state = ids
+        out = [(b"traceparent", b"00-%032x-%016x-%02x" % (trace_id, span_id, flags))]
+        if state:
+            out.append((b"tracestate", state.to_header().encode("latin-1")))
         return out
     carrier: dict[str, str] = {}
     textmap.inject(carrier, context=trace.set_span_in_context(span))

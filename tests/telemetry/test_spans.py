@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -22,17 +23,20 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from gateway.telemetry.spans import light_tracer
+from gateway.telemetry.spans import SpanBatch, light_tracer, span_ids
 
 Script = Callable[[trace.Tracer], None]
 
 
-def export(script: Script, *, light: bool, **provider_args: Any) -> list[ReadableSpan]:
+def export(script: Script, *, light: bool, batched: bool = False, **provider_args: Any) -> list[ReadableSpan]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(**provider_args)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = light_tracer(provider, "t", "1.0") if light else provider.get_tracer("t", "1.0")
+    batch = SpanBatch(60) if batched else None
+    tracer = light_tracer(provider, "t", "1.0", batch=batch) if light else provider.get_tracer("t", "1.0")
     script(tracer)
+    if batch is not None:
+        batch.flush()
     return list(exporter.get_finished_spans())
 
 
@@ -60,9 +64,11 @@ def event_attributes(attributes: Any) -> dict[str, Any]:
 
 
 def both(script: Script, **provider_args: Any) -> list[dict[str, Any]]:
+    """The SDK's spans, and the light ones, handed over as they end and in a batch: all the same."""
     sdk = [shape(s) for s in export(script, light=False, **provider_args)]
     light = [shape(s) for s in export(script, light=True, **provider_args)]
     assert light == sdk
+    assert [shape(s) for s in export(script, light=True, batched=True, **provider_args)] == sdk
     return light
 
 
@@ -160,11 +166,12 @@ def test_children_share_the_trace_and_point_at_their_parent() -> None:
         with tracer.start_as_current_span("parent"):
             tracer.start_span("child").end()
 
-    child, parent = export(script, light=True)
-    assert child.parent == parent.context
-    assert child.context is not None
-    assert parent.context is not None
-    assert child.context.trace_id == parent.context.trace_id
+    for batched in (False, True):
+        child, parent = export(script, light=True, batched=batched)
+        assert child.parent == parent.context
+        assert child.context is not None
+        assert parent.context is not None
+        assert child.context.trace_id == parent.context.trace_id
 
 
 def test_a_provider_that_is_not_the_sdks_keeps_its_tracer() -> None:
@@ -224,3 +231,66 @@ def test_a_span_without_events_exports_none() -> None:
     assert both(script)[0]["events"] == []
     (span,) = export(script, light=True)
     assert (span.events, span.dropped_events) == ((), 0)
+
+
+class Ended(SpanProcessor):
+    def __init__(self, fail_on: str = "") -> None:
+        self.ended: list[ReadableSpan] = []
+        self.fail_on = fail_on
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name == self.fail_on:
+            raise RuntimeError("processor failed")
+        self.ended.append(span)
+
+
+def batched_tracer(delay: float, processor: SpanProcessor) -> tuple[trace.Tracer, SpanBatch]:
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    batch = SpanBatch(delay)
+    return light_tracer(provider, "t", batch=batch), batch
+
+
+async def test_a_batch_hands_spans_over_after_its_delay_in_the_order_they_ended() -> None:
+    ended = Ended()
+    tracer, batch = batched_tracer(0.05, ended)
+    first, second = tracer.start_span("first"), tracer.start_span("second")
+    second.end(end_time=second.start_time + 5)  # type: ignore[attr-defined]
+    first.end()
+    assert not first.is_recording()
+    assert ended.ended == []
+    await asyncio.sleep(0.2)
+    assert [s.name for s in ended.ended] == ["second", "first"]
+    assert ended.ended[0].end_time == ended.ended[0].start_time + 5  # type: ignore[operator]
+    third = tracer.start_span("third")
+    third.end()
+    batch.flush()  # at once, and its timer is cancelled
+    assert [s.name for s in ended.ended] == ["second", "first", "third"]
+
+
+def test_outside_an_event_loop_a_span_is_handed_over_as_it_ends() -> None:
+    ended = Ended()
+    tracer, _ = batched_tracer(60, ended)
+    tracer.start_span("s").end()
+    assert [s.name for s in ended.ended] == ["s"]
+
+
+async def test_a_failing_processor_loses_no_other_span() -> None:
+    ended = Ended(fail_on="bad")
+    tracer, batch = batched_tracer(60, ended)
+    for name in ("a", "bad", "b"):
+        tracer.start_span(name).end()
+    batch.flush()
+    assert [s.name for s in ended.ended] == ["a", "b"]
+
+
+def test_span_ids_read_light_and_other_spans_alike() -> None:
+    state = TraceState([("vendor", "v1")])
+    remote = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=state))
+    light = light_tracer(TracerProvider(), "t").start_span("child", trace.set_span_in_context(remote))
+    for span in (remote, light, TracerProvider().get_tracer("t").start_span("sdk")):
+        ctx = span.get_span_context()
+        assert span_ids(span) == (ctx.trace_id, ctx.span_id, ctx.trace_flags, ctx.trace_state)
+    assert span_ids(light) is not None
+    assert span_ids(light)[2:] == (1, state)  # type: ignore[index]
+    assert span_ids(trace.INVALID_SPAN) is None

@@ -27,11 +27,15 @@ def spans() -> Iterator[trace.Span]:
     yield light_tracer(TracerProvider(), "t").start_span("sampled")
     yield light_tracer(TracerProvider(sampler=ALWAYS_OFF), "t").start_span("unsampled")
     state = TraceState([("vendor", "v1"), ("other", "x")])
-    yield NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=state))
+    remote = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=state))
+    yield remote
+    yield light_tracer(TracerProvider(), "t").start_span("child", trace.set_span_in_context(remote))
     yield NonRecordingSpan(SpanContext(0, 0, is_remote=False))  # invalid: nothing is written
 
 
-@pytest.mark.parametrize("span", list(spans()), ids=["sampled", "unsampled", "tracestate", "invalid"])
+@pytest.mark.parametrize(
+    "span", list(spans()), ids=["sampled", "unsampled", "tracestate", "light-tracestate", "invalid"]
+)
 def test_the_default_propagators_headers_are_injects(span: trace.Span) -> None:
     assert tracing._is_default(propagate.get_global_textmap())
     assert sorted(trace_headers(span)) == injected(span)
