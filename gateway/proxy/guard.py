@@ -8,7 +8,6 @@ The body's shape is checked by decoding it into ``request_shapes``' structs. Eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import RequestRejected
@@ -24,12 +23,18 @@ if TYPE_CHECKING:
 __all__ = ("Admission", "admit", "check_key", "check_policy")
 
 
-@dataclass(slots=True)
 class Admission:
-    """A request let in: who it is, and the concurrency slot it holds (if a stream)."""
+    """A request let in: who it is, and the concurrency slot it holds (if a stream).
 
-    key_id: str
-    lease: Lease | None = None
+    Args:
+        key_id: The caller's key id.
+        lease: The stream's concurrency slot, if it holds one.
+    """
+
+    # A written __init__ (compiled, setup.py), not a dataclass's generated Python: one a request.
+    def __init__(self, key_id: str, lease: Lease | None = None) -> None:
+        self.key_id = key_id
+        self.lease = lease
 
     async def release(self) -> None:
         """Give the slot back (idempotent)."""

@@ -36,8 +36,11 @@ def request_id(scope: Scope) -> str:
     state = scope.setdefault("state", {})
     rid = state.get("request_id")
     if rid is None:
-        # The first value, looked up in C (a dict of the pairs, last pair first).
-        incoming = dict(reversed(list(scope["headers"]))).get(b"x-request-id", b"").decode("latin-1")
+        incoming = ""
+        for name, value in scope["headers"]:  # the first value; a loop in C once compiled
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
         # 128 random bits as 32 hex digits, like uuid4().hex, without its urandom system call
         # and UUID object: an id to correlate lines and spans by, not a secret.
         rid = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else f"{getrandbits(128):032x}"

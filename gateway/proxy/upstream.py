@@ -57,7 +57,13 @@ def forward_headers(
         request_id: The gateway's ``x-request-id`` for the upstream (the client's is not passed).
     """
     prefixes = (b"anthropic-", b"x-simulator-") if simulator else b"anthropic-"
-    out = [(key, value) for key, value in client if key in _FORWARD or key.startswith(prefixes)]
+    out = []
+    for name, value in client:
+        # The prefix test (a method call) only for the names that start as a prefix does,
+        # "a" or "x": a byte read and two compares once compiled (setup.py).
+        first = name[0] if name else 0
+        if name in _FORWARD or ((first == 97 or first == 120) and name.startswith(prefixes)):  # noqa: PLR1714
+            out.append((name, value))
     if not any(key == b"anthropic-version" for key, _ in out):
         out.append(_VERSION)
     if request_id is not None:

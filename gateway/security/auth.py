@@ -64,6 +64,13 @@ class AuthResult:
     """Why it failed: ``missing`` or ``invalid``; empty on success."""
 
 
+_ANONYMOUS = AuthResult(ok=True, key_id=ANONYMOUS)
+_MISSING = AuthResult(ok=False, key_id="", reason="missing")
+_INVALID = AuthResult(ok=False, key_id="", reason="invalid")
+_PASSED_KEPT = 1024
+"""Results of keys let in that are kept (a gateway without configured keys lets in any)."""
+
+
 def hash_key(key: str) -> str:
     """Return the hex SHA-256 digest of ``key``, as ``GATEWAY_API_KEY_SHA256`` holds it."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -120,10 +127,15 @@ def _header(headers: Headers, name: str) -> str | None:
 
 
 def _presented_key(headers: Headers) -> str:
-    if isinstance(headers, list):  # raw ASGI pairs (lower-case names): indexed in C, first value kept
-        index = dict(reversed(headers))
-        key, auth = index.get(b"x-api-key"), index.get(b"authorization")
-        return _bearer_or_key(key and key.decode("latin-1"), auth and auth.decode("latin-1"))
+    if isinstance(headers, list):  # raw ASGI pairs (lower-case names): the first value of each
+        key = auth = None
+        pairs: list[tuple[bytes, bytes]] = headers  # typed: bytes compares in C once compiled
+        for name, value in pairs:  # no index built
+            if name == b"x-api-key":
+                key = key if key is not None else value.decode("latin-1")
+            elif name == b"authorization":
+                auth = auth if auth is not None else value.decode("latin-1")
+        return _bearer_or_key(key, auth)
     return _bearer_or_key(_header(headers, "x-api-key"), _header(headers, "authorization"))
 
 
@@ -145,10 +157,12 @@ class KeyAuthenticator:
             allowed (the settings refuse a non-loopback listener in that case).
     """
 
-    __slots__ = ("_digests",)
+    __slots__ = ("_digests", "_passed")
 
     def __init__(self, hashes: tuple[str, ...]) -> None:
         self._digests = tuple(bytes.fromhex(h) for h in hashes)
+        # The results of keys let in, by digest: frozen, so one serves every request of a key.
+        self._passed: dict[bytes, AuthResult] = {}
 
     @property
     def enabled(self) -> bool:
@@ -167,17 +181,20 @@ class KeyAuthenticator:
         """
         key = _presented_key(headers)
         if not key:
-            if self._digests:
-                return AuthResult(ok=False, key_id="", reason="missing")
-            return AuthResult(ok=True, key_id=ANONYMOUS)
+            return _MISSING if self._digests else _ANONYMOUS
         digest = hashlib.sha256(key.encode()).digest()
         matched = False
         for candidate in self._digests:
             # No early exit: every digest is compared whatever matched before.
             matched |= hmac.compare_digest(digest, candidate)
         if self._digests and not matched:
-            return AuthResult(ok=False, key_id="", reason="invalid")
-        return AuthResult(ok=True, key_id=key_id(digest.hex()))
+            return _INVALID
+        passed = self._passed.get(digest)
+        if passed is None:
+            if len(self._passed) >= _PASSED_KEPT:  # keys presented to an open gateway are unbounded
+                self._passed.clear()
+            passed = self._passed[digest] = AuthResult(ok=True, key_id=key_id(digest.hex()))
+        return passed
 
 
 def redact_headers(headers: Headers) -> dict[str, str]:

@@ -37,17 +37,32 @@ class PriceFileError(ValueError):
     """A price file is malformed; the message names the file and the entry."""
 
 
-@dataclass(slots=True)
 class Usage:
-    """Token counts of one request, as Anthropic reports them (final, cumulative values)."""
+    """Token counts of one request, as Anthropic reports them (final, cumulative values).
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    """All of ``cache_creation_input_tokens``, the 1-hour part included."""
-    cache_write_1h_tokens: int = 0
-    """The ``ephemeral_1h_input_tokens`` part of ``cache_write_tokens``."""
+    Args:
+        input_tokens: Uncached input tokens.
+        output_tokens: Output tokens.
+        cache_read_tokens: Input tokens read from the cache.
+        cache_write_tokens: All of ``cache_creation_input_tokens``, the 1-hour part included.
+        cache_write_1h_tokens: The ``ephemeral_1h_input_tokens`` part of ``cache_write_tokens``.
+    """
+
+    # A written __init__ (compiled, setup.py), not a dataclass's generated Python: one is made
+    # per stream.
+    def __init__(
+        self,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+    ) -> None:
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.cache_read_tokens = cache_read_tokens
+        self.cache_write_tokens = cache_write_tokens
+        self.cache_write_1h_tokens = cache_write_1h_tokens
 
     @property
     def prompt_tokens(self) -> int:

@@ -112,7 +112,10 @@ class ServerSpanMiddleware:
             if span.is_recording():
                 span.end()
 
-    def _request_details(self, scope: Any, read: list[tuple[bytes, bytes]]) -> tuple[str, dict[str, Any]]:  # noqa: ANN401
+    # The scope typed as the dict ASGI makes it: its lookups are C calls once compiled.
+    def _request_details(
+        self, scope: dict[str, Any], read: list[tuple[bytes, bytes]]
+    ) -> tuple[str, dict[str, Any]]:
         # A keep-alive connection (nginx's to the gateway above all) repeats the same request
         # shape: name and attributes are remembered by everything the two functions read.
         # start_span copies the attributes, so one dict can serve every span.

@@ -92,6 +92,17 @@ def test_no_keys_configured_allows_everyone() -> None:
     assert open_auth.authenticate({"x-api-key": KEY}).key_id == hash_key(KEY)[:12]
 
 
+def test_a_keys_result_is_made_once_and_the_memory_of_keys_is_bounded() -> None:
+    """A result is frozen: one serves every request of a key; an open gateway forgets old keys."""
+    auth = KeyAuthenticator(())
+    first = auth.authenticate({"x-api-key": KEY})
+    assert auth.authenticate([(b"x-api-key", KEY.encode())]) is first
+    ids = {auth.authenticate({"x-api-key": f"sk-{n}"}).key_id for n in range(3000)}
+    assert len(ids) == 3000
+    assert len(auth._passed) <= 1024
+    assert auth.authenticate({"x-api-key": KEY}) == first
+
+
 def test_hash_key_command_reads_a_pipe_and_rejects_empty() -> None:
     assert hash_key_command(stdin=io.StringIO(KEY + "\n")) == hash_key(KEY)
     assert hash_key_command(KEY) == hash_key(KEY)
