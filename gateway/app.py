@@ -126,8 +126,10 @@ def create_app(
     ver = package_version()
     registry = registry if registry is not None else CollectorRegistry()
     recent = RecentTraces(settings.trace_view_size) if settings.trace_view_size else None
-    provider = tracer_provider or build_tracer_provider(
-        os.environ if environ is None else environ, version=ver, recent=recent
+    provider = (
+        tracer_provider
+        if tracer_provider is not None
+        else build_tracer_provider(os.environ if environ is None else environ, version=ver, recent=recent)
     )
     if tracer_provider is not None and recent is not None:
         tracer_provider.add_span_processor(recent)

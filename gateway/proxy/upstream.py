@@ -62,7 +62,7 @@ def forward_headers(
         # The prefix test (a method call) only for the names that start as a prefix does,
         # "a" or "x": a byte read and two compares once compiled (setup.py).
         first = name[0] if name else 0
-        if name in _FORWARD or ((first == 97 or first == 120) and name.startswith(prefixes)):  # noqa: PLR1714
+        if name in _FORWARD or (first in (97, 120) and name.startswith(prefixes)):
             out.append((name, value))
     if not any(key == b"anthropic-version" for key, _ in out):
         out.append(_VERSION)

@@ -137,7 +137,7 @@ class Telemetry:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
-        """Record every queued stream now (before a scrape, a trace-view read, at shutdown)."""
+        """Record every queued stream, then hand the ended spans over (scrape, trace view, shutdown)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
