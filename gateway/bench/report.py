@@ -22,7 +22,7 @@ GB = 1024.0
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, memory, Python and kernel of this machine."""
+    """CPU model, cores, memory, Python (and which build of it) and kernel of this machine."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -35,7 +35,9 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError, IndexError, ValueError):
         mem_mb = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
     return {"cpu_model": model, "cores": os.cpu_count(), "memory_mb": mem_mb,
-            "python": platform.python_version(), "kernel": platform.release(),
+            "python": platform.python_version(),
+            # The build matters as much as the version: the venv's link to it names which.
+            "python_executable": os.path.realpath(sys.executable), "kernel": platform.release(),
             "platform": platform.platform()}
 
 
@@ -183,7 +185,7 @@ def render(doc: dict[str, Any]) -> str:
     lines.insert(1, "-" * len(lines[0]))
     m = doc["machine"]
     out = [f"claude-gateway bench — {scenario} — {m['cpu_model']}, {m['cores']} cores, "
-           f"Python {m['python']}", "", *lines, ""]
+           f"Python {m['python']} ({m['python_executable']})", "", *lines, ""]
     if "nginx" in results:
         out.append("(x) = ratio to the bare nginx reference")
     for name, verdict in doc["targets"].items():

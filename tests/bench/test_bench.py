@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +47,7 @@ def _check_doc(doc: dict[str, Any], scenario: str) -> None:
     assert set(doc) == {"schema", "machine", "config", "results", "targets", "notes"}
     assert doc["machine"]["cores"] >= 1
     assert doc["machine"]["python"]
+    assert Path(doc["machine"]["python_executable"]).is_file()
     assert doc["config"]["scenario"] == scenario
     for verdict in doc["targets"].values():
         assert set(verdict) == {"value", "limit", "pass"}
