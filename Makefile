@@ -28,15 +28,18 @@ COMPILED := $(shell sed -n 's/^    "\(gateway\/.*\.py\)",$$/\1/p' setup.py)
 $(STAMP): pyproject.toml setup.py $(COMPILED)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11+ is required (found $$($(PYTHON) --version))"; exit 1; }
-	@command -v cc >/dev/null 2>&1 && $(PYTHON) -c 'import sysconfig, os, sys; \
+	@# setup.py compiles with mypyc (a C compiler, Python's headers); Debian's Python makes venvs
+	@# only with python3-venv.
+	@missing=""; \
+	command -v cc >/dev/null 2>&1 && $(PYTHON) -c 'import sysconfig, os, sys; \
 	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || \
-	  { echo "installing a C compiler and Python headers (setup.py compiles with mypyc)"; \
-	    $(SUDO) apt-get update -qq && \
-	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; }
-	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || \
-	  { echo "installing python3-venv (Debian's Python makes venvs with it)"; \
-	    $(SUDO) apt-get update -qq && \
-	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
+	  missing="gcc python3-dev"; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
