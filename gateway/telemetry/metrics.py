@@ -93,7 +93,8 @@ def observe(child: Histogram, amount: float, exemplar: dict[str, str] | None = N
     child._sum._value += amount
     bucket._value += 1
     if exemplar:
-        bucket._exemplar = Exemplar(exemplar, amount, time.time())
+        # The named tuple made by tuple's own constructor: Exemplar's is a Python function.
+        bucket._exemplar = tuple.__new__(Exemplar, (exemplar, amount, time.time()))
 
 
 def multiprocess_enabled() -> bool:

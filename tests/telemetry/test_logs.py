@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
@@ -13,7 +14,7 @@ import pytest
 import structlog
 
 from gateway.settings import Settings
-from gateway.telemetry.logs import configure_logging, stream_line_writer
+from gateway.telemetry.logs import IsoStamper, configure_logging, stream_line_writer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -123,3 +124,37 @@ def test_uvicorns_access_log_is_off(configure: Callable[..., io.StringIO]) -> No
     configure(log_format="json")
     assert not logging.getLogger("uvicorn.access").hasHandlers()
     assert logging.getLogger("uvicorn.error").hasHandlers()
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [
+        0,
+        1_764_892_800_000_000_000,  # a second's start: no fraction written
+        1_764_892_800_000_001_000,
+        1_764_892_800_000_000_999,  # under a microsecond: floored, as datetime.now() does
+        1_764_892_859_999_999_999,
+        1_764_892_860_123_456_789,  # the next minute, after the one before
+        1_764_892_800_500_000_000,  # back in time: the cached second is not reused
+        4_102_444_799_999_999_000,
+    ],
+)
+def test_iso_stamper_writes_what_structlog_writes(ns: int) -> None:
+    """The stamper's string is structlog's ISO UTC stamp (``isoformat``, ``Z``) for the same instant."""
+    stamper = IsoStamper()
+    stamper.iso(1_764_892_859_000_000_000)  # a cached second that differs
+    whole = datetime.datetime.fromtimestamp(ns // 10**9, datetime.UTC)
+    expected = whole.replace(microsecond=ns // 1000 % 10**6).isoformat().replace("+00:00", "Z")
+    assert stamper.iso(ns) == expected
+    assert stamper.iso(ns) == expected  # from the cached second too
+
+
+def test_iso_stamper_stamps_as_structlog_does() -> None:
+    """Side by side with structlog's own ``TimeStamper``: the same key, the same shape, the same time."""
+    ours = IsoStamper()(None, "info", {})
+    theirs = structlog.processors.TimeStamper(fmt="iso", utc=True)(None, "info", {})
+    assert ours.keys() == theirs.keys() == {"timestamp"}
+    pattern = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z"
+    assert re.fullmatch(pattern, ours["timestamp"]), ours
+    apart = datetime.datetime.fromisoformat(theirs["timestamp"]) - datetime.datetime.fromisoformat(ours["timestamp"])
+    assert abs(apart.total_seconds()) < 1
