@@ -77,7 +77,7 @@ class HttpClient:
         origin, netloc, target = _split(url)
         tls = origin[0] == "https"
         lines = [f"{method} {target} HTTP/1.1\r\nhost: {netloc}".encode("latin-1")]
-        lines += [name + b": " + value for name, value in headers]  # `%` formatting is ten times dearer
+        lines += [name + b": " + value for name, value in headers]  # `%` formatting: four times dearer
         if body is not None or method in {"POST", "PUT", "PATCH"}:
             lines.append(b"content-length: " + str(len(body or b"")).encode())
         head = b"\r\n".join(lines)
