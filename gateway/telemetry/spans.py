@@ -357,14 +357,11 @@ class _Span(trace.Span, ReadableSpan):
         event._timestamp = time_ns() if timestamp is None else timestamp
         event._attributes = tracer.bounded(_plain(attributes), limits.max_event_attributes)
         events = self._events
-        if type(events) is list:
-            events.append(event)
-        elif isinstance(events, BoundedList):
+        if isinstance(events, BoundedList):  # past the limit already: it drops the oldest
             events.append(event)
             return
-        else:
-            events = self._events = [event]
-        # A plain list until the limit is passed; then the SDK's list, which drops the oldest.
+        # A plain list (a span has one or two events) until the limit is passed; then the SDK's.
+        events = self._events = [*events, event]
         if limits.max_events is not None and len(events) > limits.max_events:
             self._events = BoundedList.from_seq(limits.max_events, events)
 
