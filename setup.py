@@ -42,6 +42,7 @@ COMPILED = [
     "gateway/telemetry/metrics.py",
     "gateway/telemetry/models.py",
     "gateway/telemetry/pricing.py",
+    "gateway/telemetry/series.py",
     "gateway/telemetry/server_span.py",
     "gateway/telemetry/spans.py",
     "gateway/telemetry/stream.py",

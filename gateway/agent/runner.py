@@ -27,7 +27,7 @@ from gateway.agent.events import encode_event, new_stream_id
 from gateway.agent.loop import AgentLoop, TurnFailed, error_data
 from gateway.agent.store import create_event_store, wait_for_cancel
 from gateway.telemetry.logs import get_logger
-from gateway.telemetry.metrics import ROUTE_AGENT, observe
+from gateway.telemetry.metrics import ROUTE_AGENT
 from gateway.telemetry.models import normalize_model
 from gateway.telemetry.spans import light_tracer
 
@@ -306,9 +306,9 @@ class AgentRunner:
                 return
             label = normalize_model(run.model, self.telemetry.prices.known_models)
             m.child(m.requests, ROUTE_AGENT, outcome).inc()
-            observe(m.child(m.duration, ROUTE_AGENT, label, outcome), duration)
+            m.observe(m.duration, ROUTE_AGENT, label, outcome, amount=duration)
             if ttft is not None:
-                observe(m.child(m.ttft, ROUTE_AGENT, label), ttft)
+                m.observe(m.ttft, ROUTE_AGENT, label, amount=ttft)
             if outcome == "client_disconnect":
                 phase = "before_first_token" if ttft is None else "mid_stream"
                 m.child(m.client_disconnects, ROUTE_AGENT, phase).inc()

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.samples import Exemplar
+
+from gateway.telemetry.series import Cell, HistogramSeries, native_value
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from prometheus_client.metrics import MetricWrapperBase
 
-__all__ = ("GatewayMetrics", "metrics_registry_for_scrape", "multiprocess_enabled", "observe")
+__all__ = ("GatewayMetrics", "metrics_registry_for_scrape", "multiprocess_enabled")
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300)
 OVERHEAD_BUCKETS = (
@@ -70,31 +69,6 @@ OUTCOMES = (
 
 
 _Family = TypeVar("_Family", bound="MetricWrapperBase")
-
-
-def observe(child: Histogram, amount: float, exemplar: dict[str, str] | None = None) -> None:
-    """``child.observe(amount, exemplar)`` for a labelled child, at 60 % of its cost.
-
-    prometheus_client checks on every call that the series is a child, walks the buckets in
-    Python and validates the exemplar's label names and length: 1.8 µs for an observation with
-    an exemplar (a stream makes four), 1.1 µs here. The gateway's children come from
-    ``GatewayMetrics.child`` and its exemplars are one ``trace_id`` of 32 hex digits, so this
-    finds the bucket with ``bisect`` and updates the values the library's ``observe`` updates
-    (the same private attributes; their own locks, and the multiprocess files in that mode).
-    ``tests/telemetry/test_metrics.py`` compares the exposition with the library's own
-    ``observe``. ``amount`` is a number, not NaN. In one process the values are updated without
-    their locks, as ``GatewayMetrics.add`` does (why, there).
-    """
-    bucket = child._buckets[bisect_left(child._upper_bounds, amount)]
-    if bucket._multiprocess:  # a file the library writes; no exemplars in that mode
-        child._sum.inc(amount)
-        bucket.inc(1)
-        return
-    child._sum._value += amount
-    bucket._value += 1
-    if exemplar:
-        # The named tuple made by tuple's own constructor: Exemplar's is a Python function.
-        bucket._exemplar = tuple.__new__(Exemplar, (exemplar, amount, time.time()))
 
 
 def multiprocess_enabled() -> bool:
@@ -265,10 +239,12 @@ class GatewayMetrics:
             multiprocess_mode="max",
         )
         # Read once: the variable is set before the workers start, and multiprocess mode has no exemplars.
-        self.exemplars = not multiprocess_enabled()
+        self._native = self.exemplars = not multiprocess_enabled()
         self._tool_labels: set[str] = set()
-        self._children: dict[tuple[Any, ...], Any] = {}
-        self._values: dict[tuple[Any, ...], Any] = {}
+        # Keyed by (family, label values).
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._values: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._series: dict[tuple[Any, tuple[str, ...]], HistogramSeries] = {}
         self.build_info.labels(version).set(1)
         self.max_streams.set(max_streams)
         self._prime()
@@ -289,7 +265,7 @@ class GatewayMetrics:
         The first ``MAX_CACHED_CHILDREN`` label tuples are kept (label values are bounded, so in
         practice all of them); past that, ``labels()`` is called each time.
         """
-        key = (family, *values)
+        key = (family, values)  # a pair: building a flat tuple from the star-args costs more
         found = self._children.get(key)
         if found is None:
             found = family.labels(*values)
@@ -304,21 +280,41 @@ class GatewayMetrics:
         and, for a counter, that ``amount`` is not negative, before the value's own ``inc``. The
         value of each label tuple is remembered here (as ``child`` remembers children), and
         callers pass amounts that are valid for the family: non-negative for a counter, any for a
-        gauge. The value is the library's own. In multiprocess mode it is a file, moved by its
-        ``inc``. In one process it is a float behind a lock, and the float is moved directly: the
-        gateway moves its metrics from the event loop's thread only, and a scrape reads each
-        value whole, so the lock (a third of a counter update) guards nothing here.
+        gauge. In one process the value is a ``series.Cell`` put in the child's place and moved natively;
+        in multiprocess mode it is the library's file, moved by its ``inc``.
         """
-        key = (family, *values)
+        key = (family, values)
         value = self._values.get(key)
         if value is None:
-            value = self.child(family, *values)._value  # the library's value object
+            child = self.child(family, *values)
+            value = child._value
+            if self._native:
+                value = child._value = native_value(value)
             if len(self._values) < MAX_CACHED_CHILDREN:
                 self._values[key] = value
-        if value._multiprocess:
-            value.inc(amount)
+        if self._native:
+            cell: Cell = value
+            cell.value += amount
         else:
-            value._value += amount
+            value.inc(amount)
+
+    def observe(
+        self, family: Histogram, *values: str, amount: float, exemplar: dict[str, str] | None = None
+    ) -> None:
+        """``family.labels(*values).observe(amount, exemplar)``, at a fifth of its cost.
+
+        prometheus_client checks on every call that the series is a child, walks the buckets in
+        Python, validates the exemplar and takes two locks; the series remembered here for each
+        label tuple (``HistogramSeries``) does the same update natively. ``amount`` is a number,
+        not NaN. ``tests/telemetry/test_metrics.py`` compares the exposition with the library's.
+        """
+        key = (family, values)
+        series = self._series.get(key)
+        if series is None:
+            series = HistogramSeries(self.child(family, *values), native=self._native)
+            if len(self._series) < MAX_CACHED_CHILDREN:
+                self._series[key] = series
+        series.observe(amount, exemplar)
 
     def record_tool(self, name: str, phase: str, seconds: float | None) -> None:
         """Count a tool call and its duration, under a bounded ``tool`` label.
@@ -334,7 +330,7 @@ class GatewayMetrics:
                 label = "other"
         self.child(self.tool_calls, label, phase).inc()
         if seconds is not None:
-            observe(self.child(self.tool_duration, label, phase), max(seconds, 0.0))
+            self.observe(self.tool_duration, label, phase, amount=max(seconds, 0.0))
 
     def count_tokens(self, model: str, usage: Sequence[tuple[str, int]]) -> None:
         """Add token counts, skipping zeros so no empty series are created."""

@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.proxy.observer import StreamObserver
 from gateway.telemetry.logs import get_logger, stream_line_writer
-from gateway.telemetry.metrics import GatewayMetrics, observe
+from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.models import normalize_model
 from gateway.telemetry.pricing import PriceTable
 from gateway.telemetry.spans import SpanBatch
@@ -259,19 +259,20 @@ class StreamRecord:
             self._end_span(self.span, outcome, error_type, usage, now)  # first: its figures are final
         ttft = self.ttft
         if obs.first_delta_at is not None and self.upstream_sent is not None:
-            observe(m.child(m.upstream_ttft, label), obs.first_delta_at - self.upstream_sent, exemplar)
+            upstream_ttft = obs.first_delta_at - self.upstream_sent
+            m.observe(m.upstream_ttft, label, amount=upstream_ttft, exemplar=exemplar)
         if ttft is not None and not self.agent_turn:
-            observe(m.child(m.ttft, route, label), ttft, exemplar)
+            m.observe(m.ttft, route, label, amount=ttft, exemplar=exemplar)
             if self.upstream_sent is not None and obs.first_delta_at is not None:
                 overhead = (
                     (self.upstream_sent - self.received) + (self.first_written or now) - obs.first_delta_at
                 )
-                observe(m.child(m.overhead, route), max(overhead, 0.0), exemplar)
+                m.observe(m.overhead, route, amount=max(overhead, 0.0), exemplar=exemplar)
         first = self.first_written or obs.first_delta_at
         if usage.output_tokens > 1 and first is not None:
-            observe(m.child(m.tpot, label), (now - first) / (usage.output_tokens - 1))
+            m.observe(m.tpot, label, amount=(now - first) / (usage.output_tokens - 1))
         if not self.agent_turn:
-            observe(m.child(m.duration, route, label, outcome), now - self.received, exemplar)
+            m.observe(m.duration, route, label, outcome, amount=now - self.received, exemplar=exemplar)
             m.add(m.requests, route, outcome)
         m.count_tokens(
             label,

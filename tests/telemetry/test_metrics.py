@@ -1,4 +1,4 @@
-"""``GatewayMetrics.child``: remembered labelled children still land in the right series."""
+"""``GatewayMetrics``: remembered children and values, moved natively, expose what the library's own calls do."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
 from gateway.telemetry import metrics as metrics_module
+from gateway.telemetry import series
 from gateway.telemetry.metrics import GatewayMetrics
 
 
@@ -52,16 +53,48 @@ def test_observe_exposes_what_the_librarys_observe_does() -> None:
         m, registry = fresh()
         for i, value in enumerate(values):
             exemplar = {"trace_id": f"{i:032x}"} if i % 2 else None
-            for child in (m.child(m.ttft, "/v1/messages", "other"), m.child(m.overhead, "/v1/messages")):
-                if use_ours:
-                    metrics_module.observe(child, value, exemplar)
-                else:
-                    child.observe(value, exemplar)
+            if use_ours:
+                m.observe(m.ttft, "/v1/messages", "other", amount=value, exemplar=exemplar)
+                m.observe(m.overhead, "/v1/messages", amount=value, exemplar=exemplar)
+            else:
+                m.ttft.labels("/v1/messages", "other").observe(value, exemplar)
+                m.overhead.labels("/v1/messages").observe(value, exemplar)
         lines = [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
         texts.append(re.sub(r"(# \{trace_id=\"[0-9a-f]+\"\} \S+) \S+", r"\1 T", "\n".join(lines)))  # exemplar times
     assert texts[1] == texts[0]
     assert 'trace_id="00000000000000000000000000000009"' in texts[1]
     assert 'le="+Inf",model="other",route="/v1/messages"} 10.0' in texts[1]
+
+
+def test_the_librarys_own_calls_still_move_a_native_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a child's values are cells, its own ``inc``, ``set`` and ``observe`` (and the values
+    it held before) still read as they would have; past the cache bound too."""
+    monkeypatch.setattr(metrics_module, "MAX_CACHED_CHILDREN", 1)
+    texts = []
+    for use_ours in (False, True):
+        m, registry = fresh()
+        m.requests.labels("/v1/messages", "ok").inc(2)
+        m.duration.labels("/v1/messages", "other", "ok").observe(0.25, {"trace_id": "a" * 32})
+        for _ in range(2):
+            if use_ours:
+                m.add(m.requests, "/v1/messages", "ok")
+                m.observe(m.duration, "/v1/messages", "other", "ok", amount=7.0)
+                m.add(m.active_streams, "/v1/messages")
+            m.requests.labels("/v1/messages", "ok").inc()
+            m.active_streams.labels("/v1/messages").set(5)
+            m.duration.labels("/v1/messages", "other", "ok").observe(0.75)
+            if not use_ours:
+                m.requests.labels("/v1/messages", "ok").inc()
+                m.duration.labels("/v1/messages", "other", "ok").observe(7.0)
+        lines = [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+        texts.append(re.sub(r"(# \{trace_id=\"[0-9a-f]+\"\} \S+) \S+", r"\1 T", "\n".join(lines)))  # exemplar times
+    assert texts[1] == texts[0]
+    child = m.duration.labels("/v1/messages", "other", "ok")
+    assert isinstance(child._sum, series.Cell)
+    assert all(isinstance(bucket, series.Cell) for bucket in child._buckets)
+    assert 'claude_gateway_requests_total{outcome="ok",route="/v1/messages"} 6.0' in texts[1]
+    assert 'claude_gateway_active_streams{route="/v1/messages"} 5.0' in texts[1]
+    assert 'trace_id="' + "a" * 32 in texts[1]
 
 
 def test_add_exposes_what_the_librarys_inc_does(monkeypatch: pytest.MonkeyPatch) -> None:
