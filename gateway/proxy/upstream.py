@@ -18,7 +18,7 @@ import functools
 import random
 import time
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, cast
 
 from gateway.errors import UpstreamConnectError, UpstreamStatusError, UpstreamTimeout
 
@@ -35,13 +35,13 @@ __all__ = ("RESPONSE_HEADERS", "Upstream", "forward_headers")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 
 #: Request headers passed on to the upstream (plus any ``anthropic-*``); ``x-request-id`` is the gateway's.
-_FORWARD = frozenset({b"content-type", b"accept", b"user-agent"})
-_VERSION = (b"anthropic-version", b"2023-06-01")
+_FORWARD: Final = frozenset({b"content-type", b"accept", b"user-agent"})
+_VERSION: Final = (b"anthropic-version", b"2023-06-01")
 #: Response headers passed back to the client (plus any ``anthropic-ratelimit-*``).
 RESPONSE_HEADERS = frozenset(
     {"request-id", "retry-after", "retry-after-ms", "x-should-retry", "anthropic-organization-id"}
 )
-_RESPONSE_RAW = frozenset(name.encode() for name in RESPONSE_HEADERS)
+_RESPONSE_RAW: Final = frozenset(name.encode() for name in RESPONSE_HEADERS)
 
 
 def forward_headers(
@@ -56,19 +56,24 @@ def forward_headers(
         simulator: Whether ``x-simulator-*`` headers pass too (a local upstream only).
         request_id: The gateway's ``x-request-id`` for the upstream (the client's is not passed).
     """
-    prefixes = (b"anthropic-", b"x-simulator-") if simulator else b"anthropic-"
-    out = []
-    for name, value in client:
-        # The prefix test (a method call) only for the names that start as a prefix does,
-        # "a" or "x": a byte read and two compares once compiled (setup.py).
-        first = name[0] if name else 0
-        if name in _FORWARD or (first in (97, 120) and name.startswith(prefixes)):
-            out.append((name, value))
-    if not any(key == b"anthropic-version" for key, _ in out):
+    # The items are kept as they are: typed as pairs, each would be unpacked and made anew
+    # (compiled, setup.py). One-prefix `startswith` is a C primitive once compiled; a tuple of
+    # prefixes is a method call.
+    items: Iterable[Sequence[bytes]] = client
+    out: list[Sequence[bytes]] = []
+    version = False
+    for item in items:
+        name = item[0]
+        if name in _FORWARD or (simulator and name.startswith(b"x-simulator-")):
+            out.append(item)
+        elif name.startswith(b"anthropic-"):
+            out.append(item)
+            version = version or name == b"anthropic-version"
+    if not version:
         out.append(_VERSION)
     if request_id is not None:
         out.append((b"x-request-id", request_id.encode("latin-1")))
-    return out
+    return cast("list[tuple[bytes, bytes]]", out)
 
 
 def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
