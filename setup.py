@@ -28,6 +28,7 @@ COMPILED = [
     "gateway/proxy/chunked.py",
     "gateway/proxy/client.py",
     "gateway/proxy/connection.py",
+    "gateway/proxy/disconnect.py",
     "gateway/proxy/fast_path.py",
     "gateway/proxy/guard.py",
     "gateway/proxy/messages.py",

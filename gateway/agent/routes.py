@@ -20,9 +20,9 @@ from litestar import Request, get, post
 
 from gateway.agent.events import KEEPALIVE, encode_retry, parse_event_id
 from gateway.errors import RequestRejected
+from gateway.proxy.disconnect import receive_disconnect
 from gateway.proxy.guard import admit, check_policy
 from gateway.proxy.messages import request_id
-from gateway.proxy.relay import receive_disconnect
 from gateway.proxy.request_shapes import InputMessage
 from gateway.proxy.routes import authenticate
 from gateway.proxy.upstream import forward_headers

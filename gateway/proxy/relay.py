@@ -6,7 +6,7 @@ feeds the observer and writes the chunk with the server's ``send`` run inline (`
 when the client's socket is full does a write suspend; then upstream reading pauses, a task
 finishes the write and the chunks that came meanwhile, and reading resumes. Beside it::
 
-    listener   a task: receive() until http.disconnect     → client_disconnect
+    listener   receive() until http.disconnect (disconnect) → client_disconnect
     watchdog   a timer, every tick: keepalive comment      → slow_client
                when idle, a client blocked one write too long
 
@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from gateway.errors import error_event
+from gateway.proxy.disconnect import listen
 from gateway.proxy.server_write import ChunkWriter, chunk_writer
 from gateway.proxy.upstream import response_headers
 from gateway.state import RAW_SEND
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from gateway.telemetry.metrics import GatewayMetrics
     from gateway.telemetry.stream import StreamRecord
 
-__all__ = ("KEEPALIVE", "Abortable", "Body", "RelayHub", "StreamRelay", "receive_disconnect", "send_now")
+__all__ = ("KEEPALIVE", "Abortable", "Body", "RelayHub", "StreamRelay", "send_now")
 
 log = get_logger("gateway.relay")
 
@@ -192,8 +193,7 @@ class StreamRelay:
         self._end: asyncio.Future[str] = loop.create_future()
         self._upstream = self.resp.attach(self._relay)
         self._upstream.add_done_callback(self._upstream_over)
-        listener = loop.create_task(receive_disconnect(receive))
-        listener.add_done_callback(self._client_gone)
+        listener = listen(receive, self._client_gone)
         self._timer = loop.call_later(self._tick, self._watchdog)
         self._hub.add(self, record.route)
         outcome: str = "gateway_error"
@@ -238,10 +238,8 @@ class StreamRelay:
         if not self._end.done():
             self._end.set_result(why)
 
-    def _client_gone(self, listener: asyncio.Task[None]) -> None:
-        if not listener.cancelled():
-            listener.exception()  # retrieved: a receive() that failed is a client gone too
-            self._decide("disconnect")
+    def _client_gone(self) -> None:
+        self._decide("disconnect")
 
     def _relay(self, chunk: bytes, framed: bytes | None) -> None:
         """The hot path, called from the upstream's read callback: observe, then write.
@@ -399,12 +397,4 @@ async def _resume(step: Generator[Any, None, None], blocker: Any) -> None:  # no
         try:
             blocker = step.send(None)
         except StopIteration:
-            return
-
-
-async def receive_disconnect(receive: Receive) -> None:
-    """Return when the client has gone (ASGI ``http.disconnect``)."""
-    while True:
-        message: Any = await receive()
-        if message["type"] == "http.disconnect":
             return

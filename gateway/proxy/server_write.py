@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from litestar.types import Scope, Send
 
-__all__ = ("ChunkWriter", "chunk_writer", "head_sender")
+__all__ = ("ChunkWriter", "chunk_writer", "head_sender", "uvicorn_cycle")
 
 
 def _uvicorn() -> tuple[type | None, tuple[dict[int, bytes], bytes, bytes] | None]:
@@ -66,6 +66,12 @@ _CYCLE, _HEAD = _uvicorn()
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 
+def uvicorn_cycle(method: object) -> Any | None:  # noqa: ANN401 - uvicorn's cycle
+    """The uvicorn ``RequestResponseCycle`` whose ``send`` or ``receive`` ``method`` is, or None."""
+    owner = getattr(method, "__self__", None)
+    return owner if _CYCLE is not None and isinstance(owner, _CYCLE) else None
+
+
 def head_sender(send: Send) -> Send:
     """``send``, except that a chunked response head is written straight to uvicorn's transport.
 
@@ -82,8 +88,8 @@ def head_sender(send: Send) -> Send:
     Args:
         send: The server's own ``send``.
     """
-    cycle: Any = getattr(send, "__self__", None)
-    if _CYCLE is None or _HEAD is None or not isinstance(cycle, _CYCLE):
+    cycle = uvicorn_cycle(send)
+    if cycle is None or _HEAD is None:
         return send
 
     async def head_send(message: Any) -> None:  # noqa: ANN401 - an ASGI message
@@ -155,10 +161,9 @@ def chunk_writer(scope: Scope, send: Send) -> ChunkWriter | None:
         The writer; None when this server is not uvicorn's httptools protocol, or the response
         is not chunked.
     """
-    owner = getattr(send, "__self__", None)
-    if _CYCLE is None or not isinstance(owner, _CYCLE) or scope.get("method") == "HEAD":
+    cycle = uvicorn_cycle(send)
+    if cycle is None or scope.get("method") == "HEAD":
         return None
-    cycle: Any = owner
     try:
         transport = cycle.transport
         chunked = cycle.response_started and not cycle.response_complete and cycle.chunked_encoding is True
