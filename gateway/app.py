@@ -97,9 +97,10 @@ class GatewayApp(Litestar):
             await super().__call__(scope, receive, send)
         finally:
             # uvicorn's send is bound to the cycle that holds the scope: left in, it would make
-            # each request a reference cycle, freed only by the garbage collector's passes (about
-            # one every four streams, each walking every young object) instead of at its end.
-            del scope[RAW_SEND]
+            # each request a reference cycle, freed by a pass of the garbage collector (23 young
+            # collections a thousand streams, against 5) instead of at its end. A pop: a
+            # KeyError here would hide whatever raised above.
+            scope.pop(RAW_SEND, None)
 
 
 log = get_logger("gateway")
