@@ -6,8 +6,8 @@ feeds the observer and writes the chunk with the server's ``send`` run inline (`
 when the client's socket is full does a write suspend; then upstream reading pauses, a task
 finishes the write and the chunks that came meanwhile, and reading resumes. Beside it::
 
-    listener   receive() until http.disconnect (disconnect) → client_disconnect
-    watchdog   a timer, every tick: keepalive comment      → slow_client
+    listener   receive() until http.disconnect (disconnect.py)  → client_disconnect
+    watchdog   a timer, every tick: keepalive comment            → slow_client
                when idle, a client blocked one write too long
 
 Whichever of {upstream over, listener, watchdog, ``abort("drain")``} comes first decides; the

@@ -280,8 +280,8 @@ class GatewayMetrics:
         and, for a counter, that ``amount`` is not negative, before the value's own ``inc``. The
         value of each label tuple is remembered here (as ``child`` remembers children), and
         callers pass amounts that are valid for the family: non-negative for a counter, any for a
-        gauge. In one process the value is a ``series.Cell`` put in the child's place and moved natively;
-        in multiprocess mode it is the library's file, moved by its ``inc``.
+        gauge. In one process the value is a ``series.Cell`` put in the child's place and moved
+        natively; in multiprocess mode it is the library's file, moved by its ``inc``.
         """
         key = (family, values)
         value = self._values.get(key)
@@ -308,10 +308,13 @@ class GatewayMetrics:
         label tuple (``HistogramSeries``) does the same update natively. ``amount`` is a number,
         not NaN. ``tests/telemetry/test_metrics.py`` compares the exposition with the library's.
         """
+        if not self._native:  # multiprocess mode: the library's files, which keep no exemplars
+            self.child(family, *values).observe(amount)
+            return
         key = (family, values)
         series = self._series.get(key)
         if series is None:
-            series = HistogramSeries(self.child(family, *values), native=self._native)
+            series = HistogramSeries(self.child(family, *values))
             if len(self._series) < MAX_CACHED_CHILDREN:
                 self._series[key] = series
         series.observe(amount, exemplar)
