@@ -22,7 +22,7 @@ from tests.support.servers import ROOT, run_gateway
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from playwright.sync_api import Browser, Page, Request, Response
+    from playwright.sync_api import Browser, Page, Request
 
     from tests.support.servers import ServerProcess
 
@@ -267,20 +267,21 @@ def _cancel_recorded(gateway: ServerProcess, stream_id: str) -> bool:
 
 
 def test_stop_button_cancels_the_upstream_call(page: Page, gateway: ServerProcess) -> None:
-    cancels: list[Response] = []
-    page.on("response", lambda r: cancels.append(r) if r.url.endswith("/cancel") else None)
     ask(page, "Write a long story about a lighthouse keeper.")
     page.wait_for_function(
         "document.querySelector('#answer').textContent.length > 0", timeout=STREAM_START_TIMEOUT_MS
     )
     assert debug(page, "sawStreamEnd") is False
-    page.click("#stop")
-    assert wait_state(page, "stopped", timeout=10_000) == "stopped"
+    # Sync Playwright delivers page events only inside its own calls, never during a
+    # time.sleep poll: the cancel's response is awaited by Playwright itself.
+    with page.expect_response(lambda r: r.url.endswith("/cancel"), timeout=10_000) as sent:
+        page.click("#stop")
+        assert wait_state(page, "stopped", timeout=10_000) == "stopped"
+    cancel = sent.value
     stream_id = debug(page, "streamId")
-    assert wait_until(lambda: bool(cancels)), "POST /v1/agent/stream/{id}/cancel was sent"
-    assert cancels[0].request.method == "POST"
-    assert f"/v1/agent/stream/{stream_id}/cancel" in cancels[0].url
-    assert cancels[0].status < 300, cancels[0].status
+    assert cancel.request.method == "POST"
+    assert f"/v1/agent/stream/{stream_id}/cancel" in cancel.url
+    assert cancel.status < 300, cancel.status
     stopped_text = answer_text(page)
     time.sleep(1.0)
     assert answer_text(page) == stopped_text, "nothing more is rendered after stop"
