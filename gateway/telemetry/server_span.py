@@ -168,8 +168,9 @@ class _StatusProbe:
         self.attributes[key] = value
 
     def set_status(self, status: Status) -> None:
-        """Keep the status to replay."""
-        self.span_status = status
+        """Keep the status to replay; UNSET is not kept, since a span ignores it."""
+        if status.status_code is not StatusCode.UNSET:
+            self.span_status = status
 
     def replay(self, span: Span) -> None:
         """Do to ``span`` what ``set_status_code`` did to the probe."""

@@ -74,7 +74,7 @@ def light_tracer(
     return _Tracer(sdk, batch) if isinstance(sdk, sdk_trace.Tracer) else sdk
 
 
-def span_ids(span: trace.Span) -> tuple[int, int, int, TraceState | None] | None:
+def span_ids(span: trace.Span | ReadableSpan) -> tuple[int, int, int, TraceState | None] | None:
     """Trace id, span id, trace flags and trace state of ``span``; None when its context is invalid.
 
     A light span's are read without building its ``SpanContext``, whose properties are Python
@@ -203,7 +203,9 @@ class _Tracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         """Start a span, as ``opentelemetry.sdk.trace.Tracer.start_span`` does."""
-        current = trace.get_current_span(context)
+        # An empty context (the server span's without a traceparent) holds no parent to look up.
+        empty = context is not None and not context
+        current = trace.INVALID_SPAN if empty else trace.get_current_span(context)
         ids = span_ids(current)
         parent: _Span | SpanContext | None
         if ids is None:

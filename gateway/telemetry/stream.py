@@ -24,16 +24,16 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, TraceFlags
 
 from gateway.proxy.observer import StreamObserver
 from gateway.telemetry.logs import get_logger, stream_line_writer
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.models import normalize_model
 from gateway.telemetry.pricing import PriceTable
-from gateway.telemetry.spans import SpanBatch
+from gateway.telemetry.spans import SpanBatch, span_ids
 from gateway.telemetry.tool_latency import ToolCorrelation
 from gateway.telemetry.tracing import trace_headers
 
@@ -54,6 +54,8 @@ FLUSH_SECONDS = 0.5
 
 log = get_logger("gateway.stream")
 
+_SAMPLED: Final = int(TraceFlags.SAMPLED)
+
 _OUTCOME_BY_ERROR = {
     "rate_limit_error": "rate_limited",
     "overloaded_error": "overloaded",
@@ -65,6 +67,16 @@ _OUTCOME_BY_ERROR = {
     "authentication_error": "unauthorized",
     "permission_error": "unauthorized",
 }
+
+
+def _ms(seconds: float) -> float:
+    """Non-negative ``seconds`` in milliseconds to two decimals, as ``round`` makes them, for a third."""
+    return int(seconds * 100_000.0 + 0.5) / 100.0
+
+
+def _usd(cost: float) -> float:
+    """A non-negative cost to six decimals, as ``_ms`` rounds."""
+    return int(cost * 1_000_000.0 + 0.5) / 1_000_000.0
 
 
 def outcome_for_error(error_type: str) -> str:
@@ -205,7 +217,7 @@ class StreamRecord:
             "output_tokens": usage.output_tokens,
             "cache_read_tokens": usage.cache_read_tokens,
             "cache_write_tokens": usage.cache_write_tokens,
-            "cost_usd": round(self._cost(), 6),
+            "cost_usd": _usd(self._cost()),
         }
 
     def _cost(self) -> float:
@@ -249,13 +261,9 @@ class StreamRecord:
         usage = obs.final_usage()
         cost = self._cost()
         label, route = self.label, self.route
-        trace_id = span_id = ""
-        exemplar: dict[str, str] | None = None
+        trace_id, span_id, sampled = self._trace_ids()
+        exemplar = {"trace_id": trace_id} if sampled and m.exemplars else None
         if self.span is not None:
-            ctx = self.span.get_span_context()
-            trace_id, span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
-            if ctx.trace_flags.sampled and m.exemplars:
-                exemplar = {"trace_id": trace_id}
             self._end_span(self.span, outcome, error_type, usage, now)  # first: its figures are final
         ttft = self.ttft
         if obs.first_delta_at is not None and self.upstream_sent is not None:
@@ -303,13 +311,13 @@ class StreamRecord:
                 "route": route,
                 "model": self.model,
                 "outcome": outcome,
-                "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
-                "duration_ms": round((now - self.received) * 1000, 2),
+                "ttft_ms": None if ttft is None else _ms(ttft),
+                "duration_ms": _ms(now - self.received),
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
                 "cache_read_tokens": usage.cache_read_tokens,
                 "cache_write_tokens": usage.cache_write_tokens,
-                "cost_usd": round(cost, 6),
+                "cost_usd": _usd(cost),
                 "stop_reason": obs.stop_reason,
                 "tool_calls": tools,
                 "error_type": error_type,
@@ -322,6 +330,13 @@ class StreamRecord:
                 "response_id": obs.message_id or None,
             },
         )
+
+    def _trace_ids(self) -> tuple[str, str, bool]:
+        """The span's trace and span ids in hex, and whether it is sampled; empty without a span."""
+        ids = None if self.span is None else span_ids(self.span)  # ints: SpanContext's are properties
+        if ids is None:
+            return "", "", False
+        return f"{ids[0]:032x}", f"{ids[1]:016x}", bool(ids[2] & _SAMPLED)
 
     def _ns(self, perf: float) -> int:
         return self._epoch_offset + int(perf * 1e9)

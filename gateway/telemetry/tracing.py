@@ -92,13 +92,14 @@ class RecentTraces(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Keep ``span`` under its trace."""
-        ctx = span.context
-        if ctx is None:
+        ids = span_ids(span)  # a light span's ids without SpanContext's properties (Python calls)
+        if ids is None:
             return
+        trace_id = ids[0]
         with self._lock:
-            spans = self._traces.get(ctx.trace_id)
+            spans = self._traces.get(trace_id)
             if spans is None:
-                spans = self._traces[ctx.trace_id] = []
+                spans = self._traces[trace_id] = []
                 while len(self._traces) > self._size:
                     self._traces.popitem(last=False)
             spans.append(span)
