@@ -152,6 +152,37 @@ async def test_keepalive_only_between_events_and_drain_abort() -> None:
     assert metrics.stream_errors.labels("/v1/messages", "drain")._value.get() == 1
 
 
+async def test_one_ticker_for_every_relay_and_keepalive_after_a_whole_period() -> None:
+    """Relays on one hub share its ticker: each quiet stream gets its keepalive, none sooner than
+    the keepalive time after it started, and the ticker stops once no relay is left. The second
+    relay starts in the middle of the hub's period and writes nothing before its first tick."""
+    relay, _, hub = relay_for(FakeResponse([START], then=1.2), keepalive_seconds=0.3, send_timeout=5)
+    record = relay.record.telemetry.begin("/v1/messages", "x", stream=True, max_tokens=8, received=0.0)
+    second = StreamRelay(FakeResponse([], then=1.2), record, hub, [])
+    loop = asyncio.get_running_loop()
+    writes: list[list[tuple[float, bytes]]] = [[], []]
+
+    def sender(log: list[tuple[float, bytes]]) -> Callable[[dict[str, Any]], Any]:
+        async def send(message: dict[str, Any]) -> None:
+            log.append((loop.time(), message.get("body", b"")))
+
+        return send
+
+    started = [loop.time()]
+    first_task = asyncio.create_task(relay({"type": "http"}, never_disconnects, sender(writes[0])))
+    await asyncio.sleep(0.05)
+    started.append(loop.time())
+    second_task = asyncio.create_task(second({"type": "http"}, never_disconnects, sender(writes[1])))
+    await asyncio.wait_for(asyncio.gather(first_task, second_task), 5)
+    for start, log in zip(started, writes, strict=True):
+        keepalives = [t for t, body in log if body == b": keepalive\n\n"]
+        assert keepalives, log
+        assert keepalives[0] - start >= 0.3 - 0.01, (keepalives[0] - start, log)
+    assert hub._ticker is not None
+    await asyncio.sleep(hub.period + 0.05)
+    assert hub._ticker is None
+
+
 async def test_a_blocked_write_keeps_later_chunks_in_order() -> None:
     """A write that waits for the client pauses upstream reading; the chunks that still arrive
     are written after it, in order, as one write, and reading resumes."""
