@@ -40,7 +40,16 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -57,6 +66,8 @@ logger = logging.getLogger(__name__)
 _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 _FLAGS = tuple(TraceFlags(bits) for bits in range(4))
 _UNSET = Status(StatusCode.UNSET)
+_TRACE_ID_LIMIT = 2**128
+_SPAN_ID_LIMIT = 2**64
 
 
 def light_tracer(
@@ -82,6 +93,8 @@ def span_ids(span: trace.Span | ReadableSpan) -> tuple[int, int, int, TraceState
     """
     if type(span) is _Span:
         return span._trace_id, span._span_id, span._flags, span._state
+    if span is INVALID_SPAN:  # no current span: its context is known invalid
+        return None
     ctx = span.get_span_context()
     if ctx is None or not ctx[5]:  # is_valid
         return None
@@ -205,7 +218,7 @@ class _Tracer(trace.Tracer):
         """Start a span, as ``opentelemetry.sdk.trace.Tracer.start_span`` does."""
         # An empty context (the server span's without a traceparent) holds no parent to look up.
         empty = context is not None and not context
-        current = trace.INVALID_SPAN if empty else trace.get_current_span(context)
+        current = INVALID_SPAN if empty else trace.get_current_span(context)
         ids = span_ids(current)
         parent: _Span | SpanContext | None
         if ids is None:
@@ -315,9 +328,12 @@ class _Span(trace.Span, ReadableSpan):
         """The span's context."""
         ctx = self._context
         if ctx is None:
-            ctx = self._context = SpanContext(
-                self._trace_id, self._span_id, False, _FLAGS[self._flags], self._state
-            )
+            # SpanContext's fields, as its own __new__ (a Python call) sets them.
+            trace_id, span_id = self._trace_id, self._span_id
+            valid = 0 < trace_id < _TRACE_ID_LIMIT and 0 < span_id < _SPAN_ID_LIMIT
+            state = DEFAULT_TRACE_STATE if self._state is None else self._state
+            fields = (trace_id, span_id, False, _FLAGS[self._flags], state, valid)
+            ctx = self._context = tuple.__new__(SpanContext, fields)
         return ctx
 
     def _whole(self) -> None:
