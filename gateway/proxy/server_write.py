@@ -118,22 +118,19 @@ def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's c
     line = status_lines.get(status)
     if line is None or status in (204, 304) or not headers:
         return False
-    # One pass, compiled (setup.py): the head's pieces, and the names and values apart, each
-    # checked once for all headers below.
+    # One pass, compiled (setup.py), builds the head's pieces; the names and values, sliced out
+    # of them, are each checked once for all headers below.
     head = [line]
-    names: list[Any] = []
-    values: list[Any] = []
     for name, value in headers:
         head.append(name)
         head.append(b": ")
         head.append(value)
         head.append(b"\r\n")
-        names.append(name)
-        values.append(value)
+    names = head[1::4]
     joined = b"".join(names)
     if (
         joined.translate(None, name_ok)  # a byte uvicorn's name pattern refuses
-        or b"".join(values).translate(None, value_ok)
+        or b"".join(head[3::4]).translate(None, value_ok)
         or joined != joined.lower()
         or not _FRAMING.isdisjoint(names)
     ):
