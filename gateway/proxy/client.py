@@ -8,8 +8,10 @@ the same call), so an event costs one parse and one write. ``read()`` and ``next
 callers that want a plain await (non-streaming replies, the agent loop).
 
 The idle timeout (nothing received for ``idle_timeout`` seconds while a response is awaited or
-read) is one timer per response that ticks four times per timeout and counts the reads between
-ticks, not a timer reset nor a clock read per chunk; it fires up to a quarter late. Errors:
+read) is watched by one timer of the client's, which ticks four times per timeout (or per pool
+expiry, if shorter) and has each busy connection count its reads between ticks: no timer per
+response, nor a timer reset or a clock read per chunk; it fires up to a period late. The same
+tick closes the pooled connections past their expiry. Errors:
 ``TimeoutError`` for that and for connecting, ``OSError`` (connection refused, reset, a malformed
 reply) for the rest; ``Upstream`` maps both to the gateway's tree.
 
@@ -28,7 +30,7 @@ import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from gateway.proxy.connection import Connection, Response
+from gateway.proxy.connection import TICKS, Connection, Response
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -66,6 +68,12 @@ class HttpClient:
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
         self._dns: dict[str, tuple[float, list[str]]] = {}
         self._closed = False
+        #: Seconds between two ticks of the connections' watchdog.
+        self.period = min(idle_timeout, _KEEPALIVE_EXPIRY) / TICKS
+        # A timer of each response's own and one of each pooled connection's (armed, cancelled)
+        # cost 9 k instructions a stream; one for all of them ticks over these and the pool.
+        self._busy: set[Connection] = set()
+        self._ticker: asyncio.TimerHandle | None = None
 
     async def request(
         self, method: str, url: str, headers: Iterable[tuple[bytes, bytes]], body: bytes | None = None
@@ -98,6 +106,9 @@ class HttpClient:
     async def close(self) -> None:
         """Close the idle connections; later releases close theirs."""
         self._closed = True
+        if self._ticker is not None and not self._busy:  # responses still read keep their watchdog
+            self._ticker.cancel()
+            self._ticker = None
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
@@ -108,7 +119,6 @@ class HttpClient:
         while conns:
             conn = conns.pop()
             if conn.reusable:
-                conn.cancel_expiry()
                 return conn
         return None
 
@@ -118,7 +128,35 @@ class HttpClient:
             conn.close()
             return
         conns.append(conn)
-        conn.expire_after(_KEEPALIVE_EXPIRY, lambda: self._drop(conn))
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._arm()
+
+    def watch(self, conn: Connection) -> None:
+        """Tick ``conn``'s idle watchdog until it is unwatched (its response is over)."""
+        self._busy.add(conn)
+        self._arm()
+
+    def unwatch(self, conn: Connection) -> None:
+        """Stop ticking ``conn`` (idempotent)."""
+        self._busy.discard(conn)
+
+    def _arm(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().call_later(self.period, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        for conn in tuple(self._busy):  # a copy: a tick may fail its connection
+            conn.tick()
+        pooled = False
+        deadline = asyncio.get_running_loop().time() - _KEEPALIVE_EXPIRY
+        for conns in self._idle.values():
+            for conn in [c for c in conns if c.idle_since <= deadline]:
+                conns.remove(conn)
+                conn.close()
+            pooled = pooled or bool(conns)
+        if self._busy or pooled:
+            self._arm()
 
     def _drop(self, conn: Connection) -> None:
         conns = self._idle.get(conn.origin)

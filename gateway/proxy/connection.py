@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ("Connection", "Response")
 
-_TICKS: Final = 4
+#: Watchdog ticks per idle timeout (``HttpClient.period``).
+TICKS: Final = 4
 
 
 class Response:
@@ -132,8 +133,9 @@ class Connection(asyncio.Protocol):
         self._in_flight = self._complete = self._keep_alive = self._framed = False
         self._lost = self._paused = False
         self._idle_timeout = 0.0
-        self._reads = self._seen_reads = self._idle_ticks = 0  # see _check_idle
-        self._timer: asyncio.TimerHandle | None = None
+        self._reads = self._seen_reads = self._idle_ticks = 0  # see tick
+        #: When it was last pooled (the loop's clock), for its expiry.
+        self.idle_since = 0.0
 
     @property
     def reusable(self) -> bool:
@@ -156,8 +158,10 @@ class Connection(asyncio.Protocol):
         head: asyncio.Future[Response] = self._loop.create_future()
         self._head = head
         self._idle_timeout = idle_timeout
-        self._seen_reads, self._idle_ticks = self._reads, 0
-        self._timer = self._loop.call_later(idle_timeout / _TICKS, self._check_idle)
+        # The client's first tick may come at once: -1 makes it count as a read, so the timeout
+        # runs from a whole period.
+        self._seen_reads, self._idle_ticks = -1, 0
+        self._client.watch(self)
         self._transport.write(payload)
         try:
             return await head
@@ -215,7 +219,7 @@ class Connection(asyncio.Protocol):
         self._parser = _IDLE
         self._feed_data = _IDLE.feed_data
         self._sink = None
-        self._cancel_timer()
+        self._client.unwatch(self)
         if self._complete and self._keep_alive and self._error is None and not self._lost:
             self.set_paused(paused=False)
             self._client._put(self)  # the pool and its connections are one unit
@@ -224,17 +228,9 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the socket."""
-        self._cancel_timer()
+        self._client.unwatch(self)
         if self._transport is not None:
             self._transport.close()
-
-    def expire_after(self, seconds: float, drop: Callable[[], None]) -> None:
-        """Close after ``seconds`` idle in the pool."""
-        self._timer = self._loop.call_later(seconds, drop)
-
-    def cancel_expiry(self) -> None:
-        """Taken from the pool."""
-        self._cancel_timer()
 
     # asyncio.Protocol
 
@@ -290,7 +286,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._lost = True
-        self._cancel_timer()
+        self._client.unwatch(self)
         if not self._in_flight:
             self._client._drop(self)
         elif not self._complete:
@@ -324,7 +320,7 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:  # noqa: D102
         if self._head is not None and self._head.done():  # else the end of an informational reply
             self._complete = True
-            self._cancel_timer()
+            self._client.unwatch(self)
 
     # internals
 
@@ -357,7 +353,7 @@ class Connection(asyncio.Protocol):
         if self._error is not None:
             return
         self._error = exc
-        self._cancel_timer()
+        self._client.unwatch(self)
         if self._head is not None and not self._head.done():
             self._head.set_exception(exc)
         elif self._done is not None and not self._done.done():
@@ -370,23 +366,18 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _check_idle(self) -> None:
-        # A timer that ticks _TICKS times per idle timeout and counts the reads between ticks,
-        # rather than a clock read per read: the timeout fires between one and 1 + 1/_TICKS
-        # idle timeouts after the last byte.
+    def tick(self) -> None:
+        """The idle watchdog, each client tick while a response is awaited or read.
+
+        It counts the reads between ticks rather than reading a clock per read: the timeout
+        fires between one idle timeout and one more period after the last byte.
+        """
         if self._paused or self._reads != self._seen_reads:
             self._seen_reads, self._idle_ticks = self._reads, 0
-        else:
-            self._idle_ticks += 1
-            if self._idle_ticks >= _TICKS:
-                self._fail(TimeoutError("the upstream sent nothing for too long"))
-                return
-        self._timer = self._loop.call_later(self._idle_timeout / _TICKS, self._check_idle)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            return
+        self._idle_ticks += 1
+        if self._idle_ticks * self._client.period >= self._idle_timeout:
+            self._fail(TimeoutError("the upstream sent nothing for too long"))
 
 
 class _Idle:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trustme
 
+from gateway.proxy import client as client_module
 from gateway.proxy.client import HttpClient
 from tests.support.fake_upstream import read_request
 
@@ -169,6 +170,58 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_replaced() -> Non
     assert server.connections == 2
 
 
+async def test_pooled_connections_expire_on_the_clients_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle pooled connection is closed once past the pool's expiry, by the client's one
+    ticker, which stops when nothing is left to watch."""
+    monkeypatch.setattr(client_module, "_KEEPALIVE_EXPIRY", 0.2)
+    server = Server(sse_forever)
+    async with server as url:
+        http = client()
+        assert http.period == 0.2 / 4
+        resp = await http.request("POST", url + "/v1/messages", [], b"{}")
+        await resp.attach(Got())
+        resp.close()
+        assert sum(len(conns) for conns in http._idle.values()) == 1
+        await asyncio.sleep(0.1)
+        assert sum(len(conns) for conns in http._idle.values()) == 1  # not yet expired
+        await asyncio.sleep(0.3)
+        assert sum(len(conns) for conns in http._idle.values()) == 0
+        await asyncio.sleep(http.period * 2)
+        assert http._ticker is None
+        resp = await http.request("POST", url + "/v1/messages", [], b"{}")  # a new connection
+        await resp.attach(Got())
+        resp.close()
+        await http.close()
+    assert server.connections == 2
+
+
+async def test_an_idle_timeout_is_whole_wherever_the_tick_falls() -> None:
+    """The client's ticker already runs when a request starts (a pooled connection keeps it):
+    the request still gets a whole idle timeout, not one less the part of a period gone. (Silent
+    on its pooled connection, it is retried on a new one, which gets a whole timeout too.)"""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        if n == 1:  # the first request on the first connection is answered, then nothing is
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with Server(handler) as url:
+        http = client(idle=0.4)
+        resp = await http.request("GET", url, [])
+        assert await resp.read() == b"ok"
+        resp.close()
+        await asyncio.sleep(0.07)  # the ticker's next tick is 0.03 s away
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(TimeoutError):
+            await http.request("GET", url, [])
+        assert 2 * 0.4 - 0.01 <= loop.time() - start < 3
+        await http.close()
+
+
 async def test_silence_and_resets_fail_the_response() -> None:
     """No head in time: TimeoutError; head then silence: the body fails with TimeoutError; a cut:
     OSError after the bytes that did arrive."""
@@ -190,7 +243,7 @@ async def test_silence_and_resets_fail_the_response() -> None:
         start = loop.time()
         with pytest.raises(TimeoutError):
             await http.request("POST", url, [], b"")
-        assert 0.25 < loop.time() - start < 2
+        assert 0.3 - 0.01 <= loop.time() - start < 2  # a whole idle timeout, however the tick fell
         resp = await http.request("POST", url, [], b"")
         got = Got()
         with pytest.raises(TimeoutError):
