@@ -15,10 +15,10 @@ tick closes the pooled connections past their expiry. Errors:
 ``TimeoutError`` for that and for connecting, ``OSError`` (connection refused, reset, a malformed
 reply) for the rest; ``Upstream`` maps both to the gateway's tree.
 
-Connections: idle ones are kept per origin for ``_KEEPALIVE_EXPIRY`` seconds (one the server
-closed meanwhile is replaced on the spot, as nothing reached it); host names are resolved once
-per ``_DNS_TTL``; TLS verifies the host name against the system trust store. No proxy support:
-the gateway is the proxy, and reaches Anthropic directly.
+Connections: idle ones are kept per origin for ``_KEEPALIVE_EXPIRY`` seconds, closed by the first
+tick after (one the server closed meanwhile is replaced on the spot, as nothing reached it);
+host names are resolved once per ``_DNS_TTL``; TLS verifies the host name against the system
+trust store. No proxy support: the gateway is the proxy, and reaches Anthropic directly.
 """
 
 from __future__ import annotations
