@@ -110,15 +110,18 @@ class RelayHub:
     def watch(self, relay: StreamRelay) -> None:
         """Tick ``relay``'s watchdog every ``period`` until it is discarded."""
         self._watched.add(relay)
+        self._arm()
+
+    def _arm(self) -> None:
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().call_later(self.period, self._tick)
 
     def _tick(self) -> None:
+        self._ticker = None
         for relay in tuple(self._watched):  # a copy: a tick may end its relay
             relay.tick()
-        self._ticker = (
-            asyncio.get_running_loop().call_later(self.period, self._tick) if self._watched else None
-        )
+        if self._watched:
+            self._arm()
 
     def discard(self, stream: Abortable, route: str) -> None:
         """Count a stream as ended, and stop watching it (idempotent)."""

@@ -69,14 +69,9 @@ _OUTCOME_BY_ERROR = {
 }
 
 
-def _ms(seconds: float) -> float:
-    """Non-negative ``seconds`` in milliseconds to two decimals, as ``round`` makes them, for a third."""
-    return int(seconds * 100_000.0 + 0.5) / 100.0
-
-
-def _usd(cost: float) -> float:
-    """A non-negative cost to six decimals, as ``_ms`` rounds."""
-    return int(cost * 1_000_000.0 + 0.5) / 1_000_000.0
+def _rounded(value: float, scale: float) -> float:
+    """A non-negative ``value`` to the nearest 1/``scale``: ``round``'s figure, for a third of its cost."""
+    return int(value * scale + 0.5) / scale
 
 
 def outcome_for_error(error_type: str) -> str:
@@ -217,7 +212,7 @@ class StreamRecord:
             "output_tokens": usage.output_tokens,
             "cache_read_tokens": usage.cache_read_tokens,
             "cache_write_tokens": usage.cache_write_tokens,
-            "cost_usd": _usd(self._cost()),
+            "cost_usd": _rounded(self._cost(), 1e6),
         }
 
     def _cost(self) -> float:
@@ -311,13 +306,13 @@ class StreamRecord:
                 "route": route,
                 "model": self.model,
                 "outcome": outcome,
-                "ttft_ms": None if ttft is None else _ms(ttft),
-                "duration_ms": _ms(now - self.received),
+                "ttft_ms": None if ttft is None else _rounded(ttft * 1000, 100.0),
+                "duration_ms": _rounded((now - self.received) * 1000, 100.0),
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
                 "cache_read_tokens": usage.cache_read_tokens,
                 "cache_write_tokens": usage.cache_write_tokens,
-                "cost_usd": _usd(cost),
+                "cost_usd": _rounded(cost, 1e6),
                 "stop_reason": obs.stop_reason,
                 "tool_calls": tools,
                 "error_type": error_type,
