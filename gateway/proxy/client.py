@@ -16,7 +16,8 @@ tick closes the pooled connections past their expiry. Errors:
 reply) for the rest; ``Upstream`` maps both to the gateway's tree.
 
 Connections: idle ones are kept per origin for ``_KEEPALIVE_EXPIRY`` seconds, closed by the first
-tick after (one the server closed meanwhile is replaced on the spot, as nothing reached it);
+tick after (one the server closed meanwhile is replaced on the spot, as nothing reached it; one that stays
+silent is not, as the server may be running the request);
 host names are resolved once per ``_DNS_TTL``; TLS verifies the host name against the system
 trust store. No proxy support: the gateway is the proxy, and reaches Anthropic directly.
 """
@@ -98,9 +99,11 @@ class HttpClient:
                 conn, reused = await self._connect(origin, tls=tls), False
             try:
                 return await conn.send(payload, self.idle_timeout)
-            except OSError:
-                # A kept-alive connection the server closed meanwhile: nothing reached it.
-                if not (reused and conn.nothing_received):
+            except OSError as exc:
+                # A kept-alive connection the server closed meanwhile: nothing reached it. Not
+                # one that stayed silent for a whole idle timeout: the server may be working on
+                # the request, and a second copy would run (and be billed) twice.
+                if isinstance(exc, TimeoutError) or not (reused and conn.nothing_received):
                     raise
 
     async def close(self) -> None:
