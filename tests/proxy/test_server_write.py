@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 import uvloop
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
@@ -136,6 +138,78 @@ def test_uvicorn_pauses_and_drops_only_where_the_writer_stands_aside(loop_factor
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(scenario())
+
+
+def test_a_plain_uvloop_socket_is_written_to_directly_and_in_order() -> None:
+    """On uvloop's plain TCP transport the writer writes to the socket itself; what the socket
+    does not take waits in the transport, the writer stands aside until it has left, and the
+    peer gets every byte in order. Through a real socket the transport's checks could not hold
+    for a wrong write: the bytes would come out of order."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        received = bytearray()
+        gone = loop.create_future()
+
+        class Reader(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                received.extend(data)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                gone.set_result(None)
+
+        server = await loop.create_server(Reader, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        writer = ChunkWriter(transport)
+        assert writer._fd == transport.get_extra_info("socket").fileno()
+        big = b"y" * (32 << 20)  # more than a loopback socket takes at once
+        assert writer.write(b"a")
+        assert transport.get_write_buffer_size() == 0  # written whole: nothing left to the transport
+        assert writer.write(big)
+        assert transport.get_write_buffer_size() > 0  # the rest waits in the transport
+        assert not writer.write(b"b")  # which send would have to wait for
+        while transport.get_write_buffer_size():
+            await asyncio.sleep(0.01)
+        assert writer.write(b"c", b"1\r\nc\r\n")
+        transport.close()
+        await gone
+        server.close()
+        assert received == b"1\r\na\r\n" + b"2000000\r\n" + big + b"\r\n1\r\nc\r\n"
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_only_uvloop_s_plain_transports_are_written_to_directly(loop_factory: Any, tls: bool) -> None:
+    """A TLS transport (its socket carries ciphertext), asyncio's own transports and anything
+    else keep their ``write``."""
+    assert ChunkWriter(Transport())._fd == -1
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl=server_context if tls else None)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, "127.0.0.1", port,
+            ssl=client_context if tls else None, server_hostname="localhost" if tls else None,
+        )
+        try:
+            return ChunkWriter(transport)._fd
+        finally:
+            transport.abort()
+            server.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        fd = runner.run(scenario())
+    assert (fd >= 0) == (loop_factory is uvloop.new_event_loop and not tls)
 
 
 async def test_other_servers_and_responses_get_none() -> None:
