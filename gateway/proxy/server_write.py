@@ -132,29 +132,46 @@ def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's c
     line = status_lines.get(status)
     if line is None or status in (204, 304) or not headers:
         return False
-    # One pass, compiled (setup.py), builds the head's pieces; the names and values, sliced out
-    # of them, are each checked once for all headers below.
+    # One pass, compiled (setup.py), builds the head's pieces; the values, sliced out of them,
+    # are checked once for all headers, the names once for each list of names.
     head = [line]
     for name, value in headers:
         head.append(name)
         head.append(b": ")
         head.append(value)
         head.append(b"\r\n")
-    names = head[1::4]
-    joined = b"".join(names)
-    if (
-        joined.translate(None, name_ok)  # a byte uvicorn's name pattern refuses
-        or b"".join(head[3::4]).translate(None, value_ok)
-        or joined != joined.lower()
-        or not _FRAMING.isdisjoint(names)
-    ):
-        return False
+    if b"".join(head[3::4]).translate(None, value_ok) or not _names_ok(head[1::4], name_ok):
+        return False  # a byte uvicorn's value or name pattern refuses, or a framing header
     head.append(_KEEP_TAIL if cycle.keep_alive else _CLOSE_TAIL)
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     cycle.chunked_encoding = True
     cycle.transport.write(b"".join(head))
     return True
+
+
+#: Lists of header names checked already, and the verdict: a relayed stream's head repeats
+#: the names of the one before (the upstream's, response after response), where the values vary.
+_CHECKED_NAMES: dict[tuple[Any, ...], bool] = {}
+_CHECKED_NAMES_MAX = 64
+
+
+def _names_ok(names: list[Any], name_ok: bytes) -> bool:
+    """Whether uvicorn's ``send`` would write ``names`` as they are, and frame the body itself.
+
+    No byte its pattern refuses, lower case, no header that changes its framing. A list checked
+    before is a lookup: about a tenth of the check.
+    """
+    key = tuple(names)
+    found = _CHECKED_NAMES.get(key)
+    if found is not None:
+        return found
+    joined = b"".join(names)
+    ok = not joined.translate(None, name_ok) and joined == joined.lower() and _FRAMING.isdisjoint(names)
+    if len(_CHECKED_NAMES) >= _CHECKED_NAMES_MAX:
+        _CHECKED_NAMES.clear()
+    _CHECKED_NAMES[key] = ok
+    return ok
 
 
 _KEEP_TAIL = b"transfer-encoding: chunked\r\n\r\n"

@@ -317,6 +317,30 @@ async def test_other_heads_are_left_to_send(
     assert seen == ["http.response.start"] * 2
 
 
+async def test_a_list_of_names_checked_before_keeps_its_own_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The names' verdict is remembered per exact list: names that join into a framing header's
+    name do not vouch for it, a refused list stays refused, and values are checked every time."""
+    seen = counting_send(monkeypatch)
+    monkeypatch.setattr(server_write, "_CHECKED_NAMES", {})
+
+    async def head(headers: list[tuple[bytes, bytes]]) -> bool:
+        c, transport = cycle()
+        send = server_write.head_sender(c.send)  # type: ignore[arg-type]
+        before = len(seen)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        except RuntimeError:
+            assert not transport.written
+        return len(seen) == before  # written directly
+
+    for _ in range(2):
+        assert await head([(b"content-len", b"1"), (b"gth", b"2")])
+        assert not await head([(b"content-length", b"12")])
+        assert not await head([(b"x-a", b"1"), (b"X-B", b"2")])
+    assert not await head([(b"content-len", b"1"), (b"gth", b"2\n")])
+    assert len(server_write._CHECKED_NAMES) == 3
+
+
 async def test_a_refused_header_is_refused_as_uvicorn_refuses_it() -> None:
     """A value uvicorn would refuse is left to uvicorn, which raises; nothing is written."""
     c, transport = cycle()
