@@ -135,7 +135,14 @@ def _write_head(cycle: Any, message: Any) -> bool:  # noqa: ANN401 - uvicorn's c
     # One pass, compiled (setup.py), builds the head's pieces; the values, sliced out of them,
     # are checked once for all headers, the names once for each list of names.
     head = [line]
-    for name, value in headers:
+    for pair in headers:
+        # The same unpacking twice, on purpose: where the pair is known to be a 2-tuple, the
+        # compiled code reads it by index; elsewhere (a list) it takes an iterator, 300
+        # instructions a header.
+        if type(pair) is tuple and len(pair) == 2:
+            name, value = pair
+        else:
+            name, value = pair
         head.append(name)
         head.append(b": ")
         head.append(value)
