@@ -16,9 +16,9 @@ tick closes the pooled connections past their expiry. Errors:
 reply) for the rest; ``Upstream`` maps both to the gateway's tree.
 
 Connections: idle ones are kept per origin for ``_KEEPALIVE_EXPIRY`` seconds, closed by the first
-tick after (one the server closed meanwhile is replaced on the spot, as nothing reached it; one that stays
-silent is not, as the server may be running the request);
-host names are resolved once per ``_DNS_TTL``; TLS verifies the host name against the system
+tick after. One the server closed meanwhile is replaced on the spot, as nothing reached it; one
+that stays silent for a whole idle timeout is not, as the server may be running the request.
+Host names are resolved once per ``_DNS_TTL``; TLS verifies the host name against the system
 trust store. No proxy support: the gateway is the proxy, and reaches Anthropic directly.
 """
 
